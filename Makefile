@@ -1,0 +1,64 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   the main job, on a throwaway etcd and a locally built container
+#   make test   installs what is missing, then fmt, clippy and the whole suite
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+TEST_IMAGE := discovery-test/busybox:latest
+IMAGE_CTX := target/test-image
+
+.PHONY: all build release deps image sweep fmt-check clippy test test-only doc bench demo install clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release -p sidekick
+
+deps:
+	@./.ci/deps.sh
+
+# The end-to-end image: FROM scratch with Debian's static busybox. Built
+# locally because no registry is reachable; rebuilt only when missing.
+image: deps
+	@if ! docker image inspect $(TEST_IMAGE) >/dev/null 2>&1; then \
+	  rm -rf $(IMAGE_CTX) && mkdir -p $(IMAGE_CTX) && \
+	  cp tests/image/* $(IMAGE_CTX)/ && cp /bin/busybox $(IMAGE_CTX)/busybox && \
+	  docker build -q -t $(TEST_IMAGE) $(IMAGE_CTX) >/dev/null && \
+	  echo "image: built $(TEST_IMAGE)"; \
+	fi
+
+# Leftovers of a test run that was killed before its own cleanup ran.
+sweep:
+	@ids=$$(docker ps -aq --filter label=discovery-test 2>/dev/null); \
+	  if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
+	@pkill -KILL -f -- '--data-dir=/tmp/etcd-test-' 2>/dev/null || true
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# The tests start the binaries from target/debug, so build them first.
+test-only:
+	$(CARGO) build --workspace --bins --examples
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace; \
+	else \
+	  $(CARGO) test --workspace -- --test-threads 6; \
+	fi
+	$(CARGO) test --workspace --doc
+
+test: deps image sweep fmt-check clippy test-only
+	@$(MAKE) --no-print-directory sweep
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+clean:
+	$(CARGO) clean
+	-docker rmi $(TEST_IMAGE)

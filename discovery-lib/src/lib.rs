@@ -1,0 +1,77 @@
+//! Service discovery on etcd v3, for services run as plain systemd units
+//! and containers: the engine under the `sidekick` and `discover` tools,
+//! and a crate your Rust services can embed.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use discovery::{ConnectOptions, RegisterOptions, WatchMessage, WatchOptions};
+//!
+//! # async fn run() -> Result<(), discovery::Error> {
+//! // ETCDCTL_ENDPOINTS, ETCDCTL_CACERT, ... as etcdctl reads them.
+//! let client = ConnectOptions::from_env()?.connect().await?;
+//!
+//! // Register ourselves under a lease; heartbeats wake no watcher.
+//! let me = client.register("/services/api/1", "10.1.0.7:8080", RegisterOptions::new(Duration::from_secs(8)))?;
+//!
+//! // Follow the memcached backends: changes only on set and delete.
+//! let mut memcached = client.members("/services/memcached").await?;
+//! println!("memcached: {:?}", memcached.borrow().values_lossy());
+//!
+//! // Or see every event, classified set / update / delete.
+//! let (_watch, mut events) = client.watch_prefix("/services/couchbase", WatchOptions::new())?;
+//! while let Some(msg) = events.recv().await {
+//!     if let WatchMessage::Event(e) = msg? {
+//!         println!("{} {}", e.action(), String::from_utf8_lossy(e.key()));
+//!     }
+//! }
+//! me.deregister().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! * [`ConnectOptions`] and [`Client`]: endpoints, TLS, auth, timeouts;
+//!   `connect` checks that etcd really answers.
+//! * [`Client::watch_prefix`]: a snapshot, then [`Event`]s classified
+//!   [`Action::Set`] (new key or new value), [`Action::Update`] (same bytes
+//!   written again) and [`Action::Delete`]. It resumes from the last
+//!   revision after any disconnect (no loss, no duplicate) and resyncs with
+//!   a diff after compaction.
+//! * [`Client::members`]: a live ordered map of a prefix, changing only on
+//!   set and delete.
+//! * [`Client::register`]: a key kept alive under a lease, with no write
+//!   while the value is unchanged, automatic re-registration after a lost
+//!   lease, and revocation on [`Registration::deregister`] or drop.
+//! * [`Client::config`]: a typed, validated configuration that keeps the
+//!   last good value when an update is bad.
+//! * [`Prefix`], [`validate_key`], [`parse_duration`]: the input rules
+//!   every tool shares.
+//!
+//! The crate never installs a tracing subscriber or a signal handler; it
+//! logs through `tracing` and leaves both to the binary.
+#![deny(missing_docs)]
+
+mod config;
+mod connect;
+mod duration;
+mod error;
+mod key;
+mod kv;
+mod members;
+mod node;
+mod register;
+mod retry;
+mod watch;
+
+pub use config::{ConfigOptions, ConfigWatch};
+pub use connect::{Client, ConnectOptions, DEFAULT_ENDPOINT, Password};
+pub use duration::parse_duration;
+pub use error::{Error, RequestError, Result};
+pub use key::{MAX_KEY_LEN, Prefix, validate_key};
+pub use members::Membership;
+pub use node::{Action, Event, LeaseId, Node, Snapshot, WatchMessage};
+pub use register::{MAX_TTL, MIN_TTL, RegisterOptions, Registration, RegistrationState};
+pub use retry::Backoff;
+pub use watch::{WatchHandle, WatchOptions, WatchStatus, WatchStream};

@@ -1,0 +1,141 @@
+//! A live view of the members registered under a prefix.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::connect::Client;
+use crate::error::{Error, Result};
+use crate::node::{Action, WatchMessage};
+use crate::watch::WatchOptions;
+
+/// The members under a prefix, key to value, ordered by key. Cheap to clone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    revision: i64,
+    entries: Arc<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl Membership {
+    /// The revision of the last set or delete reflected here.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value registered under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.entries.get(key).map(Vec::as_slice)
+    }
+
+    /// Key and value pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
+    /// The values in key order, as text (lossy where not UTF-8): typically
+    /// the backends' addresses.
+    pub fn values_lossy(&self) -> Vec<String> {
+        self.entries
+            .values()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+}
+
+impl Client {
+    /// Follow the members under `prefix`.
+    ///
+    /// Waits for the first listing, then returns a receiver whose value
+    /// changes only on a **set** or a **delete**, never on an update (a
+    /// same-value re-put) or a lease keep-alive. Built on
+    /// [`Client::watch_prefix`], so it resumes after disconnects and resyncs
+    /// after compaction. The background task ends when every receiver is
+    /// dropped, or on a permanent error (logged; the receiver then reports
+    /// the sender closed).
+    ///
+    /// ```no_run
+    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
+    /// let mut members = client.members("/services/memcached").await?;
+    /// loop {
+    ///     println!("memcached: {:?}", members.borrow_and_update().values_lossy());
+    ///     if members.changed().await.is_err() { break }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn members(&self, prefix: &str) -> Result<watch::Receiver<Membership>> {
+        let (handle, mut stream) =
+            self.watch_prefix(prefix, WatchOptions::new().with_progress_marks(true))?;
+        let snapshot = match stream.recv().await {
+            Some(Ok(WatchMessage::Snapshot(s))) => s,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Error::Stopped("membership watch")),
+        };
+        let initial = Membership {
+            revision: snapshot.revision,
+            entries: Arc::new(
+                snapshot
+                    .nodes
+                    .into_iter()
+                    .map(|n| (n.key, n.value))
+                    .collect(),
+            ),
+        };
+        let (tx, rx) = watch::channel(initial);
+        let prefix = handle.prefix().clone();
+        tokio::spawn(async move {
+            // Changes of one revision (a transaction) are published together.
+            let mut pending: Vec<crate::node::Event> = Vec::new();
+            loop {
+                let msg = tokio::select! {
+                    _ = tx.closed() => break,
+                    m = stream.recv() => m,
+                };
+                match msg {
+                    Some(Ok(WatchMessage::Event(e))) => {
+                        if e.action != Action::Update {
+                            pending.push(e);
+                        }
+                    }
+                    Some(Ok(WatchMessage::Progress { revision })) => {
+                        if pending.is_empty() {
+                            continue;
+                        }
+                        tx.send_modify(|m| {
+                            let entries = Arc::make_mut(&mut m.entries);
+                            for e in pending.drain(..) {
+                                if e.action == Action::Delete {
+                                    entries.remove(&e.node.key);
+                                } else {
+                                    entries.insert(e.node.key, e.node.value);
+                                }
+                            }
+                            m.revision = revision;
+                        });
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        warn!(prefix = %prefix, error = %e, "membership watch failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            handle.cancel();
+        });
+        Ok(rx)
+    }
+}

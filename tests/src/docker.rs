@@ -1,0 +1,485 @@
+//! Docker fixtures: the locally built test image, a flannel-like network,
+//! and containers started through testcontainers that tests can stop,
+//! kill, start, pause and inspect.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use testcontainers::core::Healthcheck;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::sync::OnceCell;
+
+use crate::socket_proxy::SocketProxy;
+
+/// The test image: a static busybox whose entrypoint serves `tcp:PORT`
+/// (one `VERSION ...` line per connection) and `http:PORT` (busybox httpd).
+pub const TEST_IMAGE: (&str, &str) = ("discovery-test/busybox", "latest");
+
+/// A user-defined network on a flannel-like subnet.
+pub const FLANNEL_NETWORK: &str = "discovery-test-flannel";
+/// Its subnet.
+pub const FLANNEL_SUBNET: &str = "10.1.0.0/16";
+
+/// The label every test container and network carries, so `make test`
+/// can sweep leftovers of a killed run.
+pub const TEST_LABEL: &str = "discovery-test";
+
+/// The real Docker socket.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+static INIT: OnceCell<()> = OnceCell::const_new();
+
+/// The harness's own Docker client (API version negotiated with the engine).
+#[derive(Clone)]
+pub struct Docker {
+    api: bollard::Docker,
+}
+
+impl Docker {
+    /// Connect, build the test image if it is missing, and make
+    /// testcontainers usable with this engine (see [`SocketProxy`]).
+    pub async fn connect() -> Self {
+        let api =
+            bollard::Docker::connect_with_unix(DOCKER_SOCKET, 120, bollard::API_DEFAULT_VERSION)
+                .expect("docker socket")
+                .negotiate_version()
+                .await
+                .expect("Docker engine answers on /var/run/docker.sock");
+        let d = Self { api };
+        INIT.get_or_init(|| async {
+            d.shim_for_testcontainers().await;
+            d.ensure_image().await;
+            d.ensure_flannel_network().await;
+        })
+        .await;
+        d
+    }
+
+    /// The negotiated bollard client.
+    pub fn api(&self) -> &bollard::Docker {
+        &self.api
+    }
+
+    async fn shim_for_testcontainers(&self) {
+        let v = self.api.version().await.expect("docker version");
+        let server = v.api_version.expect("engine API version");
+        let wanted = bollard::API_DEFAULT_VERSION.to_string();
+        if version_ge(&server, &wanted) {
+            return;
+        }
+        let dir = std::env::temp_dir().join("discovery-test-shims");
+        std::fs::create_dir_all(&dir).expect("shim dir");
+        sweep_dead_shims(&dir);
+        let path = dir.join(format!("{}.sock", std::process::id()));
+        let proxy = SocketProxy::start(
+            &path,
+            Path::new(DOCKER_SOCKET),
+            Some((&format!("/v{wanted}/"), &format!("/v{server}/"))),
+        );
+        let host = proxy.docker_host();
+        // Lives as long as the test process.
+        std::mem::forget(proxy);
+        // testcontainers reads DOCKER_HOST when it first connects, which is
+        // after this point. Each test runs in its own process (nextest) and
+        // this runs once, before any container is created.
+        set_env("DOCKER_HOST", &host);
+    }
+
+    /// Build the test image unless it exists (serialised across test processes).
+    pub async fn ensure_image(&self) {
+        let tag = format!("{}:{}", TEST_IMAGE.0, TEST_IMAGE.1);
+        if self.api.inspect_image(&tag).await.is_ok() {
+            return;
+        }
+        let tag2 = tag.clone();
+        tokio::task::spawn_blocking(move || build_image(&tag2))
+            .await
+            .expect("image build task");
+        self.api
+            .inspect_image(&tag)
+            .await
+            .unwrap_or_else(|e| panic!("test image {tag} missing after build: {e}"));
+    }
+
+    /// Create the flannel-like network unless it exists.
+    pub async fn ensure_flannel_network(&self) {
+        if self
+            .api
+            .inspect_network(FLANNEL_NETWORK, None)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let req = bollard::models::NetworkCreateRequest {
+            name: FLANNEL_NETWORK.into(),
+            driver: Some("bridge".into()),
+            ipam: Some(bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(FLANNEL_SUBNET.into()),
+                    gateway: Some("10.1.0.1".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(HashMap::from([(TEST_LABEL.to_owned(), "1".to_owned())])),
+            ..Default::default()
+        };
+        if let Err(e) = self.api.create_network(req).await {
+            // Another test process may have created it meanwhile.
+            if self
+                .api
+                .inspect_network(FLANNEL_NETWORK, None)
+                .await
+                .is_err()
+            {
+                panic!("create network {FLANNEL_NETWORK}: {e}");
+            }
+        }
+    }
+
+    /// A throwaway network (Docker picks the subnet), removed on drop.
+    pub async fn network(&self, name: &str) -> TestNetwork {
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.into(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(TEST_LABEL.to_owned(), "1".to_owned())])),
+            ..Default::default()
+        };
+        self.api.create_network(req).await.expect("create network");
+        TestNetwork { name: name.into() }
+    }
+
+    /// Start a container from the test image through testcontainers.
+    pub async fn run(&self, spec: ContainerSpec) -> TestContainer {
+        let mut req = GenericImage::new(TEST_IMAGE.0, TEST_IMAGE.1)
+            .with_cmd(spec.args.clone())
+            .with_container_name(spec.name.clone())
+            .with_label(TEST_LABEL, "1");
+        if let Some(net) = &spec.network {
+            req = req.with_network(net.clone());
+        }
+        if let Some(h) = spec.health.clone() {
+            req = req.with_health_check(h);
+        }
+        let tc = req
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("start container {}: {e}", spec.name));
+        TestContainer {
+            id: tc.id().to_owned(),
+            name: spec.name,
+            api: self.api.clone(),
+            tc: Some(tc),
+        }
+    }
+}
+
+fn set_env(key: &str, value: &str) {
+    #[allow(unsafe_code)]
+    // SAFETY: called once per test process (OnceCell), from the test's first
+    // Docker use, before testcontainers starts any thread that reads the
+    // environment; nothing else in the harness writes the environment.
+    unsafe {
+        std::env::set_var(key, value)
+    };
+}
+
+fn version_ge(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> (u32, u32) {
+        let mut it = s.split('.').map(|p| p.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    };
+    parse(a) >= parse(b)
+}
+
+fn sweep_dead_shims(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_suffix(".sock")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The directory with the image's Dockerfile and scripts.
+pub fn image_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("image")
+}
+
+fn build_image(tag: &str) {
+    let lock_path = std::env::temp_dir().join("discovery-test-image.lock");
+    let lock = std::fs::File::create(&lock_path).expect("lock file");
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock image build");
+    if Command::new("docker")
+        .args(["image", "inspect", tag])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let ctx = tempfile::tempdir().expect("build context");
+    for f in ["Dockerfile", "entry", "tcp-reply", "index.html"] {
+        std::fs::copy(image_dir().join(f), ctx.path().join(f)).expect("copy image file");
+    }
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("copy /bin/busybox (install Debian's busybox-static)");
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(ctx.path())
+        .output()
+        .expect("run docker build");
+    assert!(
+        out.status.success(),
+        "docker build failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec {
+    name: String,
+    args: Vec<String>,
+    network: Option<String>,
+    health: Option<Healthcheck>,
+}
+
+impl ContainerSpec {
+    /// A container named `name` (unique per test) on the default bridge,
+    /// serving nothing.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            args: Vec::new(),
+            // Named explicitly: Docker 20.10 reports an unnamed default as
+            // network mode "default", which testcontainers cannot resolve.
+            network: Some("bridge".into()),
+            health: None,
+        }
+    }
+
+    /// Serve a TCP responder on `port`.
+    pub fn tcp(mut self, port: u16) -> Self {
+        self.args.push(format!("tcp:{port}"));
+        self
+    }
+
+    /// Serve HTTP on `port`.
+    pub fn http(mut self, port: u16) -> Self {
+        self.args.push(format!("http:{port}"));
+        self
+    }
+
+    /// Start on this network instead of the default bridge.
+    pub fn network(mut self, net: impl Into<String>) -> Self {
+        self.network = Some(net.into());
+        self
+    }
+
+    /// A HEALTHCHECK that passes while `/tmp/healthy` exists, checked every 300 ms.
+    pub fn health_file(mut self) -> Self {
+        self.health = Some(
+            Healthcheck::cmd(["test", "-f", "/tmp/healthy"])
+                .with_interval(Duration::from_millis(300))
+                .with_timeout(Duration::from_secs(1))
+                .with_retries(1),
+        );
+        self
+    }
+}
+
+/// A network removed on drop.
+pub struct TestNetwork {
+    name: String,
+}
+
+impl TestNetwork {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// A running test container; removed (with force) on drop.
+pub struct TestContainer {
+    name: String,
+    id: String,
+    api: bollard::Docker,
+    tc: Option<ContainerAsync<GenericImage>>,
+}
+
+impl TestContainer {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// testcontainers' view of the default-bridge IP.
+    pub async fn tc_bridge_ip(&self) -> String {
+        self.tc
+            .as_ref()
+            .expect("container")
+            .get_bridge_ip_address()
+            .await
+            .expect("bridge ip")
+            .to_string()
+    }
+
+    /// Inspect through the Docker API.
+    pub async fn inspect(&self) -> bollard::models::ContainerInspectResponse {
+        self.api
+            .inspect_container(&self.id, None)
+            .await
+            .expect("inspect container")
+    }
+
+    /// The IPv4 address on `network`, if attached and running.
+    pub async fn ip(&self, network: &str) -> Option<String> {
+        self.inspect()
+            .await
+            .network_settings?
+            .networks?
+            .get(network)?
+            .ip_address
+            .clone()
+            .filter(|ip| !ip.is_empty())
+    }
+
+    /// The IP on the default bridge.
+    pub async fn bridge_ip(&self) -> Option<String> {
+        self.ip("bridge").await
+    }
+
+    /// `docker stop -t 2`.
+    pub async fn stop(&self) {
+        self.api
+            .stop_container(
+                &self.id,
+                Some(StopContainerOptionsBuilder::new().t(2).build()),
+            )
+            .await
+            .expect("stop container");
+    }
+
+    /// `docker kill` (SIGKILL).
+    pub async fn kill(&self) {
+        self.api
+            .kill_container(
+                &self.id,
+                Some(KillContainerOptionsBuilder::new().signal("KILL").build()),
+            )
+            .await
+            .expect("kill container");
+    }
+
+    /// `docker start`.
+    pub async fn start(&self) {
+        self.api
+            .start_container(&self.id, None)
+            .await
+            .expect("start container");
+    }
+
+    /// `docker pause`.
+    pub async fn pause(&self) {
+        self.api.pause_container(&self.id).await.expect("pause");
+    }
+
+    /// `docker unpause`.
+    pub async fn unpause(&self) {
+        self.api.unpause_container(&self.id).await.expect("unpause");
+    }
+
+    /// Attach to another network.
+    pub async fn connect_network(&self, network: &str) {
+        self.api
+            .connect_network(
+                network,
+                bollard::models::NetworkConnectRequest {
+                    container: self.id.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("connect network");
+    }
+
+    /// Run a command inside (through the docker CLI); panics if it fails.
+    pub async fn exec(&self, args: &[&str]) {
+        let mut cmd = tokio::process::Command::new("docker");
+        cmd.arg("exec").arg(&self.id).args(args);
+        let out = cmd.output().await.expect("docker exec");
+        assert!(
+            out.status.success(),
+            "docker exec {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Remove now (with force).
+    pub async fn remove(mut self) {
+        let _ = self
+            .api
+            .remove_container(
+                &self.id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+        if let Some(tc) = self.tc.take() {
+            // Already gone; testcontainers' own removal then fails quietly.
+            drop(tc);
+        }
+    }
+}
+
+/// `docker inspect` through the CLI, for cross-checking the API.
+pub fn cli_inspect_ip(name: &str, network: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            name,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A name unique to this test run.
+pub fn unique_name(base: &str) -> String {
+    format!("dt-{base}-{:06x}", fastrand::u32(..0xff_ffff))
+}

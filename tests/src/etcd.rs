@@ -1,0 +1,530 @@
+//! Real etcd processes on loopback: one member, or a cluster that tests can
+//! break (kill, freeze, restart) and compact.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+/// TLS files for a secured etcd (see [`EtcdConfig::with_tls`]).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// The server certificate and key.
+    pub server_cert: PathBuf,
+    /// The server key.
+    pub server_key: PathBuf,
+    /// Require client certificates (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// A client certificate and key for the harness's own checks.
+    pub client_cert: PathBuf,
+    /// The client key.
+    pub client_key: PathBuf,
+}
+
+/// How to start etcd.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdConfig {
+    members: usize,
+    enable_v2: bool,
+    tls: Option<TlsFiles>,
+    extra: Vec<String>,
+}
+
+impl EtcdConfig {
+    /// `members` members (1 or 3 usually).
+    pub fn new(members: usize) -> Self {
+        Self {
+            members: members.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Serve the v2 API too (`--enable-v2=true`), for the chapter's etcdctl v2 loop.
+    pub fn with_v2(mut self) -> Self {
+        self.enable_v2 = true;
+        self
+    }
+
+    /// Serve clients over https with these files.
+    pub fn with_tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// More etcd flags, such as `--auth-token=simple`.
+    pub fn with_arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra.push(arg.into());
+        self
+    }
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+impl Member {
+    fn pid(&self) -> Option<Pid> {
+        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open etcd log");
+        let child = Command::new(etcd_binary())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (is Debian's etcd-server installed? make test installs it)");
+        self.child = Some(child);
+        self.frozen = false;
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = Pid::from_raw(c.id() as i32);
+            if self.frozen {
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = c.wait();
+        }
+        self.frozen = false;
+    }
+
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+}
+
+fn etcd_binary() -> String {
+    std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into())
+}
+
+/// A real etcd cluster on loopback, in a temporary directory.
+///
+/// Members are killed and the directory removed on drop, also when a test
+/// panics.
+pub struct EtcdCluster {
+    dir: TempDir,
+    members: Vec<Member>,
+    tls: Option<TlsFiles>,
+}
+
+/// A single-member etcd: [`EtcdCluster`] with one member.
+pub type Etcd = EtcdCluster;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free loopback port")
+}
+
+impl EtcdCluster {
+    /// One member with default settings.
+    pub async fn single() -> Self {
+        Self::start(EtcdConfig::new(1)).await
+    }
+
+    /// `n` members with default settings.
+    pub async fn new(n: usize) -> Self {
+        Self::start(EtcdConfig::new(n)).await
+    }
+
+    /// Start as configured and wait until every member answers and a
+    /// leader is elected. Retries with fresh ports if one was taken.
+    pub async fn start(config: EtcdConfig) -> Self {
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            match Self::try_start(&config).await {
+                Ok(c) => return c,
+                Err(log) if log.contains("address already in use") => last = log,
+                Err(log) => panic!("etcd did not start:\n{log}"),
+            }
+        }
+        panic!("etcd did not start after 5 attempts (ports taken):\n{last}");
+    }
+
+    async fn try_start(config: &EtcdConfig) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-test-")
+            .tempdir()
+            .expect("temp dir");
+        let token = format!("tok-{:016x}", fastrand::u64(..));
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let ports: Vec<(u16, u16)> = (0..config.members)
+            .map(|_| (free_port(), free_port()))
+            .collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("m{i}");
+            let data = dir.path().join(format!("{name}.etcd"));
+            let curl = format!("{scheme}://127.0.0.1:{client}");
+            let purl = format!("http://127.0.0.1:{peer}");
+            let mut args = vec![
+                format!("--name={name}"),
+                format!("--data-dir={}", data.display()),
+                format!("--listen-client-urls={curl}"),
+                format!("--advertise-client-urls={curl}"),
+                format!("--listen-peer-urls={purl}"),
+                format!("--initial-advertise-peer-urls={purl}"),
+                format!("--initial-cluster={initial}"),
+                "--initial-cluster-state=new".into(),
+                format!("--initial-cluster-token={token}"),
+                "--logger=zap".into(),
+                "--log-outputs=stderr".into(),
+            ];
+            if config.enable_v2 {
+                args.push("--enable-v2=true".into());
+            }
+            if let Some(t) = &config.tls {
+                args.push(format!("--cert-file={}", t.server_cert.display()));
+                args.push(format!("--key-file={}", t.server_key.display()));
+                args.push(format!("--trusted-ca-file={}", t.ca.display()));
+                if t.client_cert_auth {
+                    args.push("--client-cert-auth".into());
+                }
+            }
+            args.extend(config.extra.iter().cloned());
+            let mut m = Member {
+                name: name.clone(),
+                client_port: *client,
+                peer_port: *peer,
+                log: dir.path().join(format!("{name}.log")),
+                args,
+                child: None,
+                frozen: false,
+            };
+            m.spawn();
+            members.push(m);
+        }
+        let mut cluster = Self {
+            dir,
+            members,
+            tls: config.tls.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if cluster.members.iter_mut().any(Member::exited) {
+                return Err(cluster.logs());
+            }
+            if cluster.try_leader().await.is_some() {
+                return Ok(cluster);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no leader within 30s\n{}", cluster.logs()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members (never).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            self.scheme(),
+            self.members[i].client_port
+        )
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// The endpoints comma-joined, as `--endpoints` / `ETCDCTL_ENDPOINTS` take them.
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Member `i`'s peer port.
+    pub fn peer_port(&self, i: usize) -> u16 {
+        self.members[i].peer_port
+    }
+
+    /// The temporary directory holding data dirs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn raw_options(&self) -> etcd_client::ConnectOptions {
+        let mut o = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2));
+        if let Some(t) = &self.tls {
+            let ca = std::fs::read(&t.ca).expect("read CA");
+            let cert = std::fs::read(&t.client_cert).expect("read client cert");
+            let key = std::fs::read(&t.client_key).expect("read client key");
+            o = o.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                    .identity(etcd_client::Identity::from_pem(cert, key)),
+            );
+        }
+        o
+    }
+
+    /// A raw etcd-client connected to every member, for checks the code
+    /// under test has no say in.
+    pub async fn raw_client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(self.endpoints(), Some(self.raw_options()))
+            .await
+            .expect("raw etcd client")
+    }
+
+    /// A raw client for the members that are up (not killed, not frozen).
+    pub async fn raw_client_live(&self) -> etcd_client::Client {
+        let eps: Vec<String> = (0..self.members.len())
+            .filter(|i| self.is_up(*i))
+            .map(|i| self.endpoint(i))
+            .collect();
+        etcd_client::Client::connect(eps, Some(self.raw_options()))
+            .await
+            .expect("raw etcd client")
+    }
+
+    /// A raw client for member `i` only.
+    pub async fn raw_member_client(&self, i: usize) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint(i)], Some(self.raw_options()))
+            .await
+            .expect("raw etcd client")
+    }
+
+    /// Our library's client for every member.
+    pub async fn client(&self) -> discovery::Client {
+        self.connect_options()
+            .connect()
+            .await
+            .expect("discovery client")
+    }
+
+    /// Our library's connection options for every member.
+    pub fn connect_options(&self) -> discovery::ConnectOptions {
+        let mut o = discovery::ConnectOptions::new().with_endpoints(self.endpoints());
+        if let Some(t) = &self.tls {
+            o = o
+                .with_ca_file(&t.ca)
+                .with_client_cert(&t.client_cert, &t.client_key);
+        }
+        o
+    }
+
+    async fn status(&self, i: usize) -> Option<(u64, u64)> {
+        let m = &self.members[i];
+        if m.child.is_none() || m.frozen {
+            return None;
+        }
+        let fut = async {
+            let mut c = etcd_client::Client::connect([self.endpoint(i)], Some(self.raw_options()))
+                .await
+                .ok()?;
+            let s = c.status().await.ok()?;
+            Some((s.header()?.member_id(), s.leader()))
+        };
+        tokio::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The index of the member that is leader now, if every running member
+    /// that answers agrees on one.
+    async fn try_leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() || self.members[i].frozen {
+                ids.push(None);
+                continue;
+            }
+            let (id, leader) = self.status(i).await?;
+            ids.push(Some(id));
+            leaders.push(leader);
+        }
+        let leader = *leaders.first()?;
+        if leader == 0 || leaders.iter().any(|l| *l != leader) {
+            return None;
+        }
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// Wait for a leader that all running members agree on.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(i) = self.try_leader().await {
+                return i;
+            }
+            if Instant::now() > deadline {
+                panic!("no agreed leader within 20s\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill_now();
+    }
+
+    /// SIGSTOP member `i`: it keeps its sockets but answers nothing.
+    pub fn freeze(&mut self, i: usize) {
+        if let Some(pid) = self.members[i].pid() {
+            kill(pid, Signal::SIGSTOP).expect("SIGSTOP etcd");
+            self.members[i].frozen = true;
+        }
+    }
+
+    /// SIGCONT member `i`.
+    pub fn thaw(&mut self, i: usize) {
+        if let Some(pid) = self.members[i].pid() {
+            kill(pid, Signal::SIGCONT).expect("SIGCONT etcd");
+            self.members[i].frozen = false;
+        }
+    }
+
+    /// Restart a killed member on its own data dir and wait until it
+    /// answers with a leader.
+    pub async fn restart(&mut self, i: usize) {
+        self.members[i].kill_now();
+        self.members[i].spawn();
+        self.wait_member(i).await;
+    }
+
+    /// Start a killed member again without waiting for it.
+    pub fn start_member(&mut self, i: usize) {
+        self.members[i].kill_now();
+        self.members[i].spawn();
+    }
+
+    /// Wait until member `i` answers with a known leader.
+    pub async fn wait_member(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.members[i].exited() {
+                panic!("etcd member {i} exited\n{}", self.logs());
+            }
+            if let Some((_, leader)) = self.status(i).await {
+                if leader != 0 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("member {i} not ready within 30s\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Member `i`'s name (`m0`, `m1`, ...).
+    pub fn name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// Whether member `i` runs (and is not frozen).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.members[i].child.is_some() && !self.members[i].frozen
+    }
+
+    /// Compact the history up to `revision` (physically), through any live member.
+    pub async fn compact(&self, revision: i64) {
+        let mut c = self.raw_client_live().await;
+        c.compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .expect("compact");
+    }
+
+    /// The current store revision.
+    pub async fn revision(&self) -> i64 {
+        let mut c = self.raw_client_live().await;
+        let r = c.get("/", None).await.expect("get for revision");
+        r.header().expect("header").revision()
+    }
+
+    /// Member `i`'s data (and key count), revision and raft index, for
+    /// checking that a restarted member caught up.
+    pub async fn member_revision(&self, i: usize) -> i64 {
+        let mut c = self.raw_member_client(i).await;
+        let r = c
+            .get(
+                "/",
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .expect("serializable get");
+        r.header().expect("header").revision()
+    }
+
+    /// The last lines of every member's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!(
+                "--- etcd {} ({}) ---\n{}\n",
+                m.name,
+                m.log.display(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill_now();
+        }
+    }
+}

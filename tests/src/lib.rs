@@ -1,0 +1,26 @@
+//! The shared end-to-end harness: real `etcd` processes (one, or a cluster
+//! that can lose and regain members), real Docker containers from a locally
+//! built image, our real binaries as child processes, and an independent
+//! raw etcd watch to check what they did.
+//!
+//! Everything cleans up on drop, including when a test panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(missing_debug_implementations)]
+
+pub mod docker;
+pub mod etcd;
+pub mod proc;
+pub mod raw;
+pub mod socket_proxy;
+pub mod wait;
+
+pub use docker::{Docker, TEST_IMAGE, TestContainer};
+pub use etcd::{Etcd, EtcdCluster, EtcdConfig};
+pub use proc::{Proc, bin_path};
+pub use raw::{RawEvent, RawWatch};
+pub use wait::{eventually, eventually_async};
+
+/// A key prefix unique to one test, so tests can share an etcd in parallel.
+pub fn unique_prefix(test: &str) -> String {
+    format!("/t/{test}-{:08x}", fastrand::u32(..))
+}
