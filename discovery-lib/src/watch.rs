@@ -116,6 +116,8 @@ pub enum WatchStatus {
     Live {
         /// The last revision applied.
         revision: i64,
+        /// The etcd member id serving the stream.
+        member: u64,
     },
     /// The stream failed; retrying with backoff.
     Reconnecting {
@@ -382,14 +384,22 @@ impl Engine {
         self.guard(tokio::time::sleep(delay)).await.is_some()
     }
 
-    fn healthy(&mut self) {
+    fn healthy(&mut self, member: u64) {
         if self.down_since.take().is_some() {
-            info!(prefix = %self.prefix, revision = self.rev, attempts = self.attempt, "watch resumed");
+            info!(
+                prefix = %self.prefix,
+                revision = self.rev,
+                attempts = self.attempt,
+                member = format_args!("{member:x}"),
+                "watch resumed"
+            );
         }
         self.attempt = 0;
         self.backoff.reset();
-        self.status
-            .send_replace(WatchStatus::Live { revision: self.rev });
+        self.status.send_replace(WatchStatus::Live {
+            revision: self.rev,
+            member,
+        });
     }
 
     /// List with retries. `Ok(None)`: stopped.
@@ -489,7 +499,8 @@ impl Engine {
                         probing = false;
                         deadline = Instant::now() + self.opts.liveness;
                         if resp.created() {
-                            self.healthy();
+                            let member = resp.header().map(|h| h.member_id()).unwrap_or_default();
+                            self.healthy(member);
                         }
                         if resp.compact_revision() > 0 {
                             return Ok(Flow::Compacted(resp.compact_revision()));

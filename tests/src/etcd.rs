@@ -393,6 +393,18 @@ impl EtcdCluster {
         ids.iter().position(|id| *id == Some(leader))
     }
 
+    /// The index of the member with etcd member id `id`.
+    pub async fn member_index(&self, id: u64) -> Option<usize> {
+        for i in 0..self.members.len() {
+            if let Some((mid, _)) = self.status(i).await {
+                if mid == id {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
     /// Wait for a leader that all running members agree on.
     pub async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_debug_implementations)]
 
+pub mod audit;
 pub mod docker;
 pub mod etcd;
 pub mod proc;
