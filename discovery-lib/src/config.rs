@@ -51,10 +51,13 @@ pub struct ConfigWatch<T> {
 }
 
 impl<T> ConfigWatch<T> {
-    /// A receiver of the current configuration. It only ever holds values
+    /// A receiver of the current configuration: `borrow()` is the value
+    /// now, `changed()` waits for the next one. It only ever holds values
     /// that deserialized and validated; a bad update leaves it unchanged.
     pub fn values(&self) -> watch::Receiver<Arc<T>> {
-        self.values.clone()
+        let mut rx = self.values.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// The configuration now.

@@ -334,9 +334,11 @@ impl ConnectOptions {
             endpoints: Arc::new(urls),
             timeout: self.request_timeout,
         };
-        let mut maintenance = client.inner.maintenance_client();
         client
-            .timed("status", maintenance.status())
+            .call("status", || {
+                let mut m = client.inner.maintenance_client();
+                async move { m.status().await }
+            })
             .await
             .map_err(|e| self.connect_error(&joined, &e))?;
         Ok(client)
@@ -536,28 +538,61 @@ impl Client {
         self.timeout
     }
 
-    /// Bound a request by the request timeout.
+    /// Send one request, bounded by the request timeout, moving on to
+    /// another member when the one picked is down.
     ///
-    /// tonic's own timeout lives on each connection, so a request that waits
-    /// for a connection (every member down) would wait forever without this.
-    pub(crate) async fn timed<T>(
+    /// Two gaps in the transport are closed here. tonic's own timeout lives
+    /// on each connection, so a request waiting for a connection (every
+    /// member down) would wait forever. And its balancer keeps offering a
+    /// dead member, failing the request with "tcp connect error" before
+    /// anything is sent; such a request is safe to send again at once (even
+    /// a put), and the next pick is usually a live member.
+    pub(crate) async fn call<T, F, Fut>(
         &self,
         op: &'static str,
-        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, etcd_client::Error> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(etcd_client::Error::GRpcStatus(
-                tonic::Status::deadline_exceeded(format!(
-                    "no answer to {op} within {:?}",
-                    self.timeout
-                )),
-            )),
+        mut request: F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let attempts = if self.endpoints.len() > 1 {
+            3 * self.endpoints.len()
+        } else {
+            1
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match tokio::time::timeout_at(deadline, request()).await {
+                Err(_) => {
+                    return Err(etcd_client::Error::GRpcStatus(
+                        tonic::Status::deadline_exceeded(format!(
+                            "no answer to {op} within {:?}",
+                            self.timeout
+                        )),
+                    ));
+                }
+                Ok(Err(e)) if tries < attempts && never_sent(&e) => {
+                    tracing::debug!(op, error = %chain(&e), "member unreachable; trying another");
+                }
+                Ok(r) => return r,
+            }
         }
     }
 }
 
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Whether the request failed before reaching any member (the connection
+/// could not be made), so that sending it again cannot apply it twice.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = chain(e).to_lowercase();
+    text.contains("tcp connect error")
+        || text.contains("connection refused")
+        || text.contains("error trying to connect")
+}
 
 #[cfg(test)]
 mod tests {

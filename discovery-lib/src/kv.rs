@@ -13,9 +13,11 @@ impl Client {
     /// Read one key.
     pub async fn get(&self, key: &str) -> Result<Option<Node>> {
         validate_key(key)?;
-        let mut kv = self.kv();
         let resp = self
-            .timed("get", kv.get(key, None))
+            .call("get", || {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("get", key, e))?;
         Ok(resp.kvs().first().map(Node::from_kv))
@@ -38,9 +40,12 @@ impl Client {
         if let Some(l) = lease {
             opts = opts.with_lease(l.0);
         }
-        let mut kv = self.kv();
+        let value: Vec<u8> = value.into();
         let resp = self
-            .timed("put", kv.put(key, value.into(), Some(opts)))
+            .call("put", || {
+                let (mut kv, value, opts) = (self.kv(), value.clone(), opts.clone());
+                async move { kv.put(key, value, Some(opts)).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("put", key, e))?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
@@ -49,9 +54,11 @@ impl Client {
     /// Delete one key. Returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
-        let mut kv = self.kv();
         let resp = self
-            .timed("delete", kv.delete(key, Some(DeleteOptions::new())))
+            .call("delete", || {
+                let mut kv = self.kv();
+                async move { kv.delete(key, Some(DeleteOptions::new())).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("delete", key, e))?;
         Ok(resp.deleted() > 0)
@@ -59,9 +66,11 @@ impl Client {
 
     /// How long `lease` has left, or `None` if it no longer exists.
     pub async fn lease_time_left(&self, lease: LeaseId) -> Result<Option<Duration>> {
-        let mut lc = self.lease();
         let resp = self
-            .timed("lease time-to-live", lc.time_to_live(lease.0, None))
+            .call("lease time-to-live", || {
+                let mut lc = self.lease();
+                async move { lc.time_to_live(lease.0, None).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("lease time-to-live", &lease.to_string(), e))?;
         Ok((resp.ttl() >= 0).then(|| Duration::from_secs(resp.ttl() as u64)))

@@ -602,10 +602,12 @@ impl Actor {
             }
         }
         let ttl = self.ttl.as_secs() as i64;
-        let mut lc = self.client.lease();
         let granted = self
             .client
-            .timed("grant", lc.grant(ttl, None))
+            .call("grant", || {
+                let mut lc = self.client.lease();
+                async move { lc.grant(ttl, None).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("grant lease", &self.key, e))?;
         if granted.ttl() != ttl {
@@ -621,10 +623,12 @@ impl Actor {
     }
 
     async fn try_adopt(&mut self, value: &[u8]) -> Result<bool> {
-        let mut kv = self.client.kv();
         let got = self
             .client
-            .timed("get", kv.get(self.key.clone(), None))
+            .call("get", || {
+                let (mut kv, key) = (self.client.kv(), self.key.clone());
+                async move { kv.get(key, None).await }
+            })
             .await
             .map_err(|e| Error::from_etcd("get", &self.key, e))?;
         let Some(existing) = got.kvs().first() else {
@@ -633,16 +637,16 @@ impl Actor {
         if existing.value() != value || existing.lease() == 0 {
             return Ok(false);
         }
-        let mut lc = self.client.lease();
+        let id = existing.lease();
         let ttl = self
             .client
-            .timed(
-                "lease time-to-live",
-                lc.time_to_live(
-                    existing.lease(),
-                    Some(LeaseTimeToLiveOptions::new().with_keys()),
-                ),
-            )
+            .call("lease time-to-live", || {
+                let mut lc = self.client.lease();
+                async move {
+                    lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+                        .await
+                }
+            })
             .await
             .map_err(|e| Error::from_etcd("lease time-to-live", &self.key, e))?;
         let only_ours = ttl.keys().len() == 1 && ttl.keys()[0] == self.key.as_bytes();
@@ -663,10 +667,13 @@ impl Actor {
         let Some(lease) = self.lease.as_mut() else {
             return Ok(());
         };
-        let mut lc = self.client.lease();
-        let (keeper, stream) = self
-            .client
-            .timed("keep alive", lc.keep_alive(lease.id))
+        let id = lease.id;
+        let client = &self.client;
+        let (keeper, stream) = client
+            .call("keep alive", || {
+                let mut lc = client.lease();
+                async move { lc.keep_alive(id).await }
+            })
             .await?;
         lease.confirmed = Instant::now();
         self.keeper = Some(Keeper {
@@ -679,11 +686,14 @@ impl Actor {
     }
 
     async fn open_key_watch(&mut self, from: i64) {
-        let mut wc = self.client.watch_client();
         let opts = etcd_client::WatchOptions::new().with_start_revision(from);
         match self
             .client
-            .timed("watch", wc.watch(self.key.clone(), Some(opts)))
+            .call("watch", || {
+                let (mut wc, key, opts) =
+                    (self.client.watch_client(), self.key.clone(), opts.clone());
+                async move { wc.watch(key, Some(opts)).await }
+            })
             .await
         {
             Ok(stream) => self.key_watch = Some(KeyWatch { stream }),
@@ -694,17 +704,15 @@ impl Actor {
     }
 
     async fn put(&self, value: &[u8], lease: i64) -> std::result::Result<i64, etcd_client::Error> {
-        let mut kv = self.client.kv();
         let resp = self
             .client
-            .timed(
-                "put",
-                kv.put(
-                    self.key.clone(),
-                    value.to_vec(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-            )
+            .call("put", || {
+                let (mut kv, key, value) = (self.client.kv(), self.key.clone(), value.to_vec());
+                async move {
+                    kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
@@ -714,8 +722,14 @@ impl Actor {
             return Ok(());
         };
         let id = lease.id;
-        let mut lc = self.client.lease();
-        match self.client.timed("revoke", lc.revoke(id)).await {
+        let revoked = self
+            .client
+            .call("revoke", || {
+                let mut lc = self.client.lease();
+                async move { lc.revoke(id).await }
+            })
+            .await;
+        match revoked {
             Ok(_) => {}
             Err(e) if classify(&e) == Class::LeaseNotFound => {}
             Err(e) => return Err(Error::from_etcd("revoke lease", &self.key, e)),

@@ -279,9 +279,11 @@ pub(crate) async fn list(
     if revision > 0 {
         opts = opts.with_revision(revision);
     }
-    let mut kv = client.kv();
     let resp = client
-        .timed("get", kv.get(range.0.clone(), Some(opts)))
+        .call("get", || {
+            let (mut kv, start, opts) = (client.kv(), range.0.clone(), opts.clone());
+            async move { kv.get(start, Some(opts)).await }
+        })
         .await
         .map_err(|e| get_error(prefix, revision, e))?;
     let head = resp.header().map(|h| h.revision()).unwrap_or_default();
@@ -474,12 +476,13 @@ impl Engine {
         let opts = etcd_client::WatchOptions::new()
             .with_range(self.range.1.clone())
             .with_start_revision(self.rev + 1);
-        let mut wc = self.client.watch_client();
+        let client = &self.client;
+        let start = &self.range.0;
         let opened = self
-            .guard(
-                self.client
-                    .timed("watch", wc.watch(self.range.0.clone(), Some(opts))),
-            )
+            .guard(client.call("watch", || {
+                let (mut wc, start, opts) = (client.watch_client(), start.clone(), opts.clone());
+                async move { wc.watch(start, Some(opts)).await }
+            }))
             .await;
         let stream = match opened {
             None => return Ok(Flow::Stop),
