@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 DESTDIR ?=
-TEST_IMAGE := discovery-test/busybox:latest
+TEST_IMAGE := discovery-test/busybox:$(shell cat tests/image/TAG)
 IMAGE_CTX := target/test-image
 
 .PHONY: all build release deps image sweep fmt-check clippy test test-only doc bench demo install clean

@@ -241,16 +241,6 @@ impl ConnectOptions {
     /// syntax, TLS files that exist, a password with a user. Returns the
     /// endpoints as full URLs.
     pub fn validate(&self) -> Result<Vec<String>> {
-        let tls = self.tls_enabled();
-        let mut urls = Vec::new();
-        for ep in self.endpoints() {
-            urls.push(normalize_endpoint(&ep, tls)?);
-        }
-        if urls.iter().any(|u| u.starts_with("https://")) && self.ca_file.is_none() {
-            return Err(Error::InvalidOption(
-                "https endpoints need the CA that signed etcd's certificate: set --cacert or ETCDCTL_CACERT".into(),
-            ));
-        }
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => {
                 return Err(Error::InvalidOption(
@@ -280,6 +270,31 @@ impl ConnectOptions {
                 return Err(Error::InvalidOption(
                     "timeouts must be greater than zero".into(),
                 ));
+            }
+        }
+        let tls = self.tls_enabled();
+        let mut urls = Vec::new();
+        for ep in self.endpoints() {
+            urls.push(normalize_endpoint(&ep, tls)?);
+        }
+        if urls.iter().any(|u| u.starts_with("https://")) && self.ca_file.is_none() {
+            return Err(Error::InvalidOption(
+                "https endpoints need the CA that signed etcd's certificate: set --cacert or ETCDCTL_CACERT".into(),
+            ));
+        }
+        for (path, what) in [
+            (&self.ca_file, "CA certificate"),
+            (&self.cert_file, "client certificate"),
+            (&self.key_file, "client key"),
+        ] {
+            if let Some(p) = path {
+                if let Err(source) = std::fs::metadata(p) {
+                    return Err(Error::ReadFile {
+                        what,
+                        path: p.clone(),
+                        source,
+                    });
+                }
             }
         }
         Ok(urls)

@@ -171,7 +171,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Stopped(_) => true,
-            Error::Request { source, .. } => classify(&source.0) == Class::Transient,
+            Error::Request { source, .. } => {
+                matches!(classify(&source.0), Class::Transient | Class::LeaseNotFound)
+            }
             _ => false,
         }
     }

@@ -139,6 +139,13 @@ pub enum RegistrationState {
         /// longer than the TTL, or etcd said so): a new lease will be granted.
         lease_lost: bool,
     },
+    /// etcd refuses the registration for a reason retrying will not fix
+    /// by itself (permission denied, a value too large). Still retried,
+    /// slowly, in case the cause is fixed; tools usually exit on this.
+    Refused {
+        /// What etcd said.
+        error: String,
+    },
     /// The registration was deregistered and its task has ended.
     Stopped,
 }
@@ -392,6 +399,17 @@ impl Actor {
     }
 
     fn failed(&mut self, e: Error) {
+        if !e.is_transient() {
+            warn!(key = %self.key, error = %e, "etcd refuses the registration");
+            // Retry at the slowest pace: someone may fix the permissions.
+            let mut slow = Backoff::for_watch();
+            let delay = (0..8).map(|_| slow.next_delay()).last().unwrap_or_default();
+            self.retry_at = Some(Instant::now() + delay);
+            self.state.send_replace(RegistrationState::Refused {
+                error: e.to_string(),
+            });
+            return;
+        }
         let since = *self.failing_since.get_or_insert_with(SystemTime::now);
         let lease_lost = match &self.lease {
             Some(l) => l.confirmed.elapsed() >= l.granted,
@@ -538,21 +556,28 @@ impl Actor {
                 }
             }
         }
-        let lease_id = self.lease.as_ref().map(|l| l.id).unwrap_or_default();
         let current = self.written.as_ref().map(|(v, _)| v.as_slice());
         if current != Some(value) {
-            match self.put(value, lease_id).await {
-                Ok(rev) => {
-                    self.written = Some((value.to_vec(), rev));
-                    self.key_watch = None;
-                }
+            let lease_id = self.lease.as_ref().map(|l| l.id).unwrap_or_default();
+            let rev = match self.put(value, lease_id).await {
+                Ok(rev) => rev,
                 Err(e) if classify(&e) == Class::LeaseNotFound => {
+                    // Expired or revoked behind our back: a new lease, at once.
                     warn!(key = %self.key, "lease gone; granting a new one");
                     self.lose_lease();
-                    return Err(Error::request("put", e));
+                    self.acquire(value).await?;
+                    self.open_keeper()
+                        .await
+                        .map_err(|e| lease_error("keep alive", e))?;
+                    let lease_id = self.lease.as_ref().map(|l| l.id).unwrap_or_default();
+                    self.put(value, lease_id)
+                        .await
+                        .map_err(|e| Error::from_etcd("put", &self.key, e))?
                 }
                 Err(e) => return Err(Error::from_etcd("put", &self.key, e)),
-            }
+            };
+            self.written = Some((value.to_vec(), rev));
+            self.key_watch = None;
         }
         if self.key_watch.is_none() {
             let from = self.written.as_ref().map(|(_, r)| *r).unwrap_or_default();

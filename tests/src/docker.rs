@@ -19,7 +19,10 @@ use crate::socket_proxy::SocketProxy;
 
 /// The test image: a static busybox whose entrypoint serves `tcp:PORT`
 /// (one `VERSION ...` line per connection) and `http:PORT` (busybox httpd).
-pub const TEST_IMAGE: (&str, &str) = ("discovery-test/busybox", "latest");
+pub const TEST_IMAGE: (&str, &str) = (
+    "discovery-test/busybox",
+    include_str!("../image/TAG").trim_ascii(),
+);
 
 /// A user-defined network on a flannel-like subnet.
 pub const FLANNEL_NETWORK: &str = "discovery-test-flannel";
@@ -237,7 +240,7 @@ fn build_image(tag: &str) {
         return;
     }
     let ctx = tempfile::tempdir().expect("build context");
-    for f in ["Dockerfile", "entry", "tcp-reply", "index.html"] {
+    for f in ["Dockerfile", "entry", "tcp-reply", "index.html", "TAG"] {
         std::fs::copy(image_dir().join(f), ctx.path().join(f)).expect("copy image file");
     }
     std::fs::copy("/bin/busybox", ctx.path().join("busybox"))

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod docker;
 pub mod etcd;
+pub mod notify;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;

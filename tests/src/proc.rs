@@ -283,3 +283,21 @@ pub async fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
     }
     proc_state(pid).is_none()
 }
+
+/// A `sidekick` command against `etcd` (endpoints through ETCDCTL_ENDPOINTS,
+/// as a unit's EnvironmentFile would give them).
+pub fn sidekick(etcd: &crate::etcd::EtcdCluster, args: &[&str]) -> Command {
+    let mut c = Proc::command("sidekick");
+    c.env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg());
+    c.env_remove("DOCKER_HOST");
+    c.args(args);
+    c
+}
+
+/// A `discover` command against `etcd`.
+pub fn discover(etcd: &crate::etcd::EtcdCluster, args: &[&str]) -> Command {
+    let mut c = Proc::command("discover");
+    c.env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg());
+    c.args(args);
+    c
+}

@@ -1,0 +1,121 @@
+//! etcd connection flags, named as etcdctl names them, also read from
+//! etcdctl's `ETCDCTL_*` environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use clap::parser::ValueSource;
+use discovery::{ConnectOptions, Password};
+
+use super::exit::usage;
+
+/// etcd connection flags.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "etcd connection")]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma-separated (host:port, http://host:port or https://host:port)
+    #[arg(
+        long,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = discovery::DEFAULT_ENDPOINT,
+        value_name = "URLS"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// CA certificate that signed etcd's server certificate (enables TLS)
+    #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate, for etcd's --client-cert-auth
+    #[arg(long, env = "ETCDCTL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Client certificate's private key
+    #[arg(long = "tls-key", env = "ETCDCTL_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// etcd user name; the password comes from ETCDCTL_PASSWORD or --password-file, never the command line
+    #[arg(long, env = "ETCDCTL_USER", value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// File whose first line is the etcd password
+    #[arg(long, env = "ETCDCTL_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Timeout for connecting to an endpoint (8, 2s, 500ms)
+    #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub dial_timeout: Duration,
+
+    /// Timeout for each etcd request
+    #[arg(long, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub command_timeout: Duration,
+}
+
+/// A duration above zero, as plain seconds or humantime.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = discovery::parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero; it must be above zero"));
+    }
+    Ok(d)
+}
+
+impl EtcdArgs {
+    /// Build the library's options, refusing what cannot work (exit 2).
+    ///
+    /// `user_source` is where clap found `--user`: a `name:password` form
+    /// is accepted from `ETCDCTL_USER` (etcdctl's convention) but never
+    /// from the command line, where `ps` would show it.
+    pub fn connect_options(
+        &self,
+        user_source: Option<ValueSource>,
+    ) -> anyhow::Result<ConnectOptions> {
+        let mut o = ConnectOptions::new()
+            .with_endpoints(
+                self.endpoints
+                    .iter()
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty()),
+            )
+            .with_dial_timeout(self.dial_timeout)
+            .with_request_timeout(self.command_timeout);
+        if let Some(ca) = &self.cacert {
+            o = o.with_ca_file(ca);
+        }
+        if let Some(c) = &self.cert {
+            o = o.with_client_cert_file(c);
+        }
+        if let Some(k) = &self.tls_key {
+            o = o.with_client_key(k);
+        }
+        if let Some(user) = &self.user {
+            match user.split_once(':') {
+                Some(_) if user_source == Some(ValueSource::CommandLine) => {
+                    return Err(usage(
+                        "--user must not carry a password (name:password would show in ps and the journal); \
+                         pass only the name and set ETCDCTL_PASSWORD or --password-file",
+                    ));
+                }
+                Some((name, pw)) => o = o.with_user(name, Password::new(pw)),
+                None => o = o.with_user_name(user),
+            }
+        }
+        if let Some(f) = &self.password_file {
+            let pw = Password::from_file(f).with_context(|| "cannot use --password-file")?;
+            o = o.with_password(pw);
+        } else if let Some(pw) = std::env::var("ETCDCTL_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            o = o.with_password(Password::new(pw));
+        }
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+/// Environment variables that carry etcd credentials: never handed to a child.
+pub const SECRET_ENV: &[&str] = &["ETCDCTL_PASSWORD"];

@@ -1,0 +1,201 @@
+//! Prometheus metrics (`--metrics-addr`), in the text exposition format.
+//!
+//! The library knows nothing of Prometheus; the binaries derive these
+//! counters from the library's state channels and streams.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+type Labels = Vec<(String, String)>;
+
+/// Every metric either tool exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Successful registrations (a value confirmed in etcd).
+    pub registrations: Counter,
+    /// Leases granted (or adopted).
+    pub lease_grants: Counter,
+    /// Leases lost (expired or revoked behind our back).
+    pub lease_losses: Counter,
+    /// Registration attempts that etcd did not confirm (keep-alive or write failures).
+    pub keepalive_failures: Counter,
+    /// Watch streams that broke and were resumed.
+    pub watch_reconnects: Counter,
+    /// Compaction resyncs.
+    pub watch_resyncs: Counter,
+    /// Watch events by action (set, update, delete).
+    pub events: Family<Labels, Counter>,
+    /// Child restarts and reload signals (discover --exec).
+    pub child_restarts: Family<Labels, Counter>,
+    /// 1 while registered (sidekick) or while the watch is live (discover).
+    pub up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero, named `sidekick_*`.
+    pub fn new() -> Self {
+        Self::with_prefix("sidekick")
+    }
+
+    /// All metrics at zero, named `{prefix}_*` (`sidekick` or `discover`).
+    pub fn with_prefix(prefix: &str) -> Self {
+        let mut registry = Registry::with_prefix(prefix);
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let registrations = counter(
+            &mut registry,
+            "registrations",
+            "Values confirmed registered in etcd",
+        );
+        let lease_grants = counter(&mut registry, "lease_grants", "Leases granted or adopted");
+        let lease_losses = counter(
+            &mut registry,
+            "lease_losses",
+            "Leases lost (expired or revoked behind our back)",
+        );
+        let keepalive_failures = counter(
+            &mut registry,
+            "keepalive_failures",
+            "Registration rounds etcd did not confirm (keep-alive or write failures)",
+        );
+        let watch_reconnects = counter(
+            &mut registry,
+            "watch_reconnects",
+            "Watch streams resumed after a failure",
+        );
+        let watch_resyncs = counter(
+            &mut registry,
+            "watch_resyncs",
+            "Re-lists after the needed history was compacted",
+        );
+        let events = Family::<Labels, Counter>::default();
+        registry.register("events", "Watch events by action", events.clone());
+        let child_restarts = Family::<Labels, Counter>::default();
+        registry.register(
+            "child_restarts",
+            "Child restarts and reload signals by kind",
+            child_restarts.clone(),
+        );
+        let up = Gauge::default();
+        registry.register(
+            "up",
+            "1 while registered (sidekick) or watching live (discover)",
+            up.clone(),
+        );
+        Self {
+            registry,
+            registrations,
+            lease_grants,
+            lease_losses,
+            keepalive_failures,
+            watch_reconnects,
+            watch_resyncs,
+            events,
+            child_restarts,
+            up,
+        }
+    }
+
+    /// Count one watch event.
+    pub fn event(&self, action: &str) {
+        self.events
+            .get_or_create(&vec![("action".to_owned(), action.to_owned())])
+            .inc();
+    }
+
+    /// Count one child restart (`restart`) or reload signal (`signal`).
+    pub fn child_restart(&self, kind: &str) {
+        self.child_restarts
+            .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Bind `addr` now (so a bad address fails at startup) and serve
+/// `GET /metrics` until `stop` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (mut sock, peer) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "metrics accept failed");
+                        continue;
+                    }
+                },
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) =
+                    if req.starts_with("GET ") && (path == "/metrics" || path == "/") {
+                        (
+                            "200 OK",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            metrics.render(),
+                        )
+                    } else {
+                        (
+                            "404 Not Found",
+                            "text/plain",
+                            "try GET /metrics\n".to_owned(),
+                        )
+                    };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+                debug!(%peer, path, "metrics scraped");
+            });
+        }
+    }))
+}

@@ -1,0 +1,787 @@
+//! The sidekick binary against the real Docker engine and a real etcd,
+//! each behaviour checked through an independent raw etcd watch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use harness::docker::{ContainerSpec, FLANNEL_NETWORK, unique_name};
+use harness::notify::NotifySocket;
+use harness::proc::{Proc, sidekick};
+use harness::{Docker, Etcd, RawWatch, eventually_async, unique_prefix};
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+const TTL: &str = "3";
+
+async fn value(etcd: &Etcd, key: &str) -> Option<String> {
+    let mut c = etcd.raw_client().await;
+    let r = c.get(key, None).await.ok()?;
+    r.kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+}
+
+/// Start a sidekick and wait until the key holds `want`.
+async fn start(etcd: &Etcd, args: &[&str], key: &str, want: &str) -> Proc {
+    let p = Proc::spawn(sidekick(etcd, args));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if value(etcd, key).await.as_deref() == Some(want) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "key {key} never held {want:?}\n{}",
+            p.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_the_bridge_ip_once_then_stays_silent() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("steady")).tcp(11211))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("steady"));
+    let raw = RawWatch::start(&etcd, &key).await;
+    let notify = NotifySocket::new();
+    let mut cmd = sidekick(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", TTL],
+    );
+    cmd.env("NOTIFY_SOCKET", notify.path());
+    let p = Proc::spawn(cmd);
+    let put = raw
+        .wait_for(Duration::from_secs(10), "the registration", |e| e.put)
+        .await;
+    assert_eq!(
+        put.value_str(),
+        ip,
+        "the value is the container's bridge IP"
+    );
+    // READY=1 once registered, and a STATUS= line saying what and where.
+    notify
+        .wait_for(Duration::from_secs(5), "READY=1", |l| l == "READY=1")
+        .await;
+    let status = notify
+        .wait_for(Duration::from_secs(5), "STATUS=registered", |l| {
+            l.starts_with("STATUS=registered")
+        })
+        .await;
+    assert!(
+        status.contains(&key) && status.contains(&ip) && status.contains("lease"),
+        "{status}"
+    );
+
+    let mut raw_client = etcd.raw_client().await;
+    let ttl = raw_client
+        .lease_time_to_live(put.lease, None)
+        .await
+        .unwrap();
+    assert!(
+        ttl.granted_ttl() <= 3 && ttl.granted_ttl() > 0,
+        "lease TTL {} <= --ttl",
+        ttl.granted_ttl()
+    );
+
+    // Three TTLs of steady state: exactly that one PUT.
+    tokio::time::sleep(Duration::from_secs(3 * 3 + 1)).await;
+    let events = raw.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "exactly 1 PUT then nothing: {events:#?}\n{}",
+        p.dump()
+    );
+    assert_eq!(
+        value(&etcd, &key).await.as_deref(),
+        Some(ip.as_str()),
+        "still registered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_stop_and_start_act_within_a_second() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("stopstart")).tcp(11211))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("stopstart"));
+    let want = format!("{ip}:11211");
+    let p = start(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--port",
+            "11211",
+            "--ttl",
+            TTL,
+        ],
+        &key,
+        &want,
+    )
+    .await;
+    let raw = RawWatch::start(&etcd, &key).await;
+    for round in 0..3 {
+        let t = Instant::now();
+        c.stop().await;
+        let gone = raw
+            .wait_for(Duration::from_secs(1), "key gone after docker stop", |e| {
+                !e.put && e.at >= t
+            })
+            .await;
+        let stop_ms = (gone.at - t).as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        c.start().await;
+        let back = raw
+            .wait_for(Duration::from_secs(1), "key back after docker start", |e| {
+                e.put && e.at >= t
+            })
+            .await;
+        let start_ms = (back.at - t).as_secs_f64() * 1000.0;
+        assert_eq!(
+            back.value_str(),
+            format!("{}:11211", c.bridge_ip().await.unwrap())
+        );
+        println!(
+            "SIDEKICK round {round}: docker stop -> key gone {stop_ms:.1} ms; docker start -> key visible {start_ms:.1} ms"
+        );
+    }
+    // pause and unpause act the same way.
+    let t = Instant::now();
+    c.pause().await;
+    raw.wait_for(Duration::from_secs(1), "key gone after pause", |e| {
+        !e.put && e.at >= t
+    })
+    .await;
+    let t = Instant::now();
+    c.unpause().await;
+    raw.wait_for(Duration::from_secs(1), "key back after unpause", |e| {
+        e.put && e.at >= t
+    })
+    .await;
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_ip_is_exactly_one_set_on_a_named_flannel_network() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(
+            ContainerSpec::new(unique_name("move"))
+                .tcp(11211)
+                .network(FLANNEL_NETWORK),
+        )
+        .await;
+    let old = c.ip(FLANNEL_NETWORK).await.unwrap();
+    assert!(old.starts_with("10.1."), "{old}");
+    let key = format!("{}/1", unique_prefix("move"));
+    let p = start(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--network",
+            FLANNEL_NETWORK,
+            "--ttl",
+            TTL,
+        ],
+        &key,
+        &old,
+    )
+    .await;
+    let raw = RawWatch::start(&etcd, &key).await;
+
+    // While it is stopped, another container takes its address, so it must
+    // come back elsewhere.
+    c.stop().await;
+    let squatter = unique_name("squat");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &squatter,
+            "--label",
+            "discovery-test=1",
+            "--network",
+            FLANNEL_NETWORK,
+            "--ip",
+            &old,
+        ])
+        .arg(format!(
+            "{}:{}",
+            harness::TEST_IMAGE.0,
+            harness::TEST_IMAGE.1
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.start().await;
+    let new = c.ip(FLANNEL_NETWORK).await.unwrap();
+    assert_ne!(new, old, "the container moved");
+    raw.wait_for(Duration::from_secs(2), "the new address", |e| {
+        e.put && e.value_str() == new
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let puts: Vec<String> = raw
+        .events()
+        .iter()
+        .filter(|e| e.put)
+        .map(|e| e.value_str())
+        .collect();
+    assert_eq!(
+        puts,
+        vec![new.clone()],
+        "exactly one set, with the new value\n{}",
+        p.dump()
+    );
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &squatter])
+        .output();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_networks_without_network_flag_is_a_usage_error() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let n1 = docker.network(&unique_name("neta")).await;
+    let n2 = docker.network(&unique_name("netb")).await;
+    let c = docker
+        .run(
+            ContainerSpec::new(unique_name("multi"))
+                .tcp(1)
+                .network(n1.name()),
+        )
+        .await;
+    c.connect_network(n2.name()).await;
+    let key = format!("{}/1", unique_prefix("multi"));
+    let mut p = Proc::spawn(sidekick(&etcd, &["--key", &key, "--container", c.name()]));
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2), "{}", p.dump());
+    let err = p.stderr();
+    assert!(
+        err.contains("several networks")
+            && err.contains(n1.name())
+            && err.contains(n2.name())
+            && err.contains("--network"),
+        "{err}"
+    );
+    // Naming one of them works.
+    let ip = c.ip(n2.name()).await.unwrap();
+    let _p = start(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--network",
+            n2.name(),
+        ],
+        &key,
+        &ip,
+    )
+    .await;
+    // Naming one it is not on says where it is.
+    let mut p = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            &format!("{key}x"),
+            "--container",
+            c.name(),
+            "--network",
+            "bridge",
+        ],
+    ));
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await.code(), Some(2));
+    assert!(
+        p.stderr()
+            .contains("has no IP on network \"bridge\"; it is attached to:"),
+        "{}",
+        p.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_healthy_follows_the_healthcheck() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(
+            ContainerSpec::new(unique_name("health"))
+                .tcp(11211)
+                .health_file(),
+        )
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("health"));
+    let raw = RawWatch::start(&etcd, &key).await;
+    let p = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--require-healthy",
+            "--ttl",
+            TTL,
+        ],
+    ));
+    p.wait_stderr(Duration::from_secs(10), "not healthy yet", |l| {
+        l.contains("not registering")
+    })
+    .await;
+    assert!(
+        raw.events().is_empty(),
+        "nothing registered while unhealthy"
+    );
+    c.exec(&["touch", "/tmp/healthy"]).await;
+    let e = raw
+        .wait_for(Duration::from_secs(5), "registered once healthy", |e| e.put)
+        .await;
+    assert_eq!(e.value_str(), ip);
+    c.exec(&["rm", "/tmp/healthy"]).await;
+    raw.wait_for(Duration::from_secs(5), "withdrawn once unhealthy", |e| {
+        !e.put
+    })
+    .await;
+    let t = Instant::now();
+    c.exec(&["touch", "/tmp/healthy"]).await;
+    raw.wait_for(Duration::from_secs(5), "back once healthy again", |e| {
+        e.put && e.at >= t
+    })
+    .await;
+
+    // Without a HEALTHCHECK, --require-healthy is a configuration error.
+    let plain = docker
+        .run(ContainerSpec::new(unique_name("nohealth")).tcp(1))
+        .await;
+    let mut p2 = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            &format!("{key}-b"),
+            "--container",
+            plain.name(),
+            "--require-healthy",
+        ],
+    ));
+    assert_eq!(p2.wait_exit(Duration::from_secs(10)).await.code(), Some(2));
+    assert!(p2.stderr().contains("needs a HEALTHCHECK"), "{}", p2.dump());
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_revokes_at_once_and_sigkill_expires_within_the_ttl() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("sig")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("sig"));
+    let mut p = start(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", TTL],
+        &key,
+        &ip,
+    )
+    .await;
+    let raw = RawWatch::start(&etcd, &key).await;
+    let t = Instant::now();
+    p.signal(Signal::SIGTERM);
+    let gone = raw
+        .wait_for(Duration::from_secs(1), "key gone after SIGTERM", |e| !e.put)
+        .await;
+    let status = p.wait_exit(Duration::from_secs(1)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.dump());
+    println!(
+        "SIDEKICK SIGTERM -> key gone {:?}, exited {:?}",
+        gone.at - t,
+        t.elapsed()
+    );
+
+    let mut p = start(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", TTL],
+        &key,
+        &ip,
+    )
+    .await;
+    let t = Instant::now();
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(Duration::from_secs(2)).await;
+    let gone = raw
+        .wait_for(
+            Duration::from_secs(3 + 1),
+            "key expired after SIGKILL",
+            |e| !e.put && e.at > t,
+        )
+        .await;
+    println!(
+        "SIDEKICK SIGKILL -> key expired after {:?} (TTL 3s)",
+        gone.at - t
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_at_the_same_ip_changes_nothing_in_etcd() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("rs")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("rs"));
+    let args = ["--key", key.as_str(), "--container", c.name(), "--ttl", TTL];
+    let mut p = start(&etcd, &args, &key, &ip).await;
+    let raw = RawWatch::start(&etcd, &key).await;
+    // A crash (as systemd's Restart=always would follow with a new process).
+    p.signal(Signal::SIGKILL);
+    p.wait_exit(Duration::from_secs(2)).await;
+    let p2 = Proc::spawn(sidekick(&etcd, &args));
+    p2.wait_stderr(Duration::from_secs(10), "registered again", |l| {
+        l.contains("registered")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3 * 2)).await;
+    assert!(
+        raw.events().is_empty(),
+        "no event at all: {:#?}\n{}",
+        raw.events(),
+        p2.dump()
+    );
+    assert!(p2.stderr().contains("adopting"), "{}", p2.dump());
+    assert_eq!(value(&etcd, &key).await.as_deref(), Some(ip.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reregisters_within_two_seconds_after_etcd_was_down_longer_than_the_ttl() {
+    let mut etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("etcddown")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("etcddown"));
+    let p = start(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", TTL],
+        &key,
+        &ip,
+    )
+    .await;
+    etcd.kill(0);
+    p.wait_stderr(
+        Duration::from_secs(10),
+        "retrying while etcd is down",
+        |l| l.contains("retrying"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3 * 2)).await;
+    etcd.restart(0).await;
+    let t = Instant::now();
+    let n = p.stderr().matches("registered").count();
+    eventually_async(
+        Duration::from_secs(2),
+        "registered within 2s of etcd answering",
+        || async { (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(()) },
+    )
+    .await;
+    let seen = t.elapsed();
+    harness::eventually(
+        Duration::from_secs(2),
+        "the sidekick confirms its registration",
+        || (p.stderr().matches("registered").count() > n).then_some(()),
+    )
+    .await;
+    println!("SIDEKICK etcd down 6s (TTL 3s) -> key present {seen:?} after etcd answered");
+    // The lease is really alive (not a leftover that is about to expire).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        value(&etcd, &key).await.as_deref(),
+        Some(ip.as_str()),
+        "{}",
+        p.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waits_for_a_missing_container_and_registers_when_it_appears() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let name = unique_name("late");
+    let key = format!("{}/1", unique_prefix("late"));
+    let notify = NotifySocket::new();
+    let mut cmd = sidekick(&etcd, &["--key", &key, "--container", &name, "--ttl", TTL]);
+    cmd.env("NOTIFY_SOCKET", notify.path());
+    let mut p = Proc::spawn(cmd);
+    p.wait_stderr(Duration::from_secs(10), "waiting for the container", |l| {
+        l.contains("does not exist")
+    })
+    .await;
+    // Confirmed not running is a finished first round: READY.
+    notify
+        .wait_for(Duration::from_secs(5), "READY=1 while waiting", |l| {
+            l == "READY=1"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        p.try_exit().is_none(),
+        "it waits, it does not exit\n{}",
+        p.dump()
+    );
+    let c = docker.run(ContainerSpec::new(name.clone()).tcp(1)).await;
+    let ip = c.bridge_ip().await.unwrap();
+    eventually_async(
+        Duration::from_secs(2),
+        "registered once it appears",
+        || async { (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_ip_mode_needs_no_docker() {
+    let etcd = Etcd::single().await;
+    let key = format!("{}/1", unique_prefix("static"));
+    let mut cmd = sidekick(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--ip",
+            "192.0.2.10",
+            "--port",
+            "8080",
+            "--json-value",
+        ],
+    );
+    cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let mut p = Proc::spawn(cmd);
+    let want = r#"{"ip":"192.0.2.10","port":8080,"container":null,"host":""#;
+    eventually_async(Duration::from_secs(5), "static registration", || async {
+        value(&etcd, &key).await.filter(|v| v.starts_with(want))
+    })
+    .await;
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(2)).await.code(), Some(0));
+    assert!(value(&etcd, &key).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_usage_exits_2_with_a_message_that_says_what_to_fix() {
+    // No etcd and no Docker needed: everything is refused before any I/O.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--container", "c"], "--key"),
+        (&["--key", "/k"], "--container"),
+        (
+            &["--key", "/k", "--container", "c", "--ip", "10.0.0.1"],
+            "cannot be used with",
+        ),
+        (
+            &["--key", "services/m/1", "--container", "c"],
+            "must start with '/'",
+        ),
+        (
+            &["--key", "/services//1", "--container", "c"],
+            "empty segment",
+        ),
+        (
+            &["--key", "/services/m/", "--container", "c"],
+            "ends with '/'",
+        ),
+        (
+            &["--key", "/services/m 1", "--container", "c"],
+            "whitespace",
+        ),
+        (
+            &["--key", "/services/m\u{7}1", "--container", "c"],
+            "control character",
+        ),
+        (&["--key", "/k", "--container", "c", "--ttl", "0"], "--ttl"),
+        (
+            &["--key", "/k", "--container", "c", "--ttl", "-5"],
+            "negative",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--ttl", "1"],
+            "minimum",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--ttl", "1.5s"],
+            "whole number",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--ttl", "eight"],
+            "not a duration",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--ttl", "9000000001"],
+            "maximum",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--ttl",
+                "8",
+                "--interval",
+                "8",
+            ],
+            "--interval",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--ttl",
+                "8",
+                "--interval",
+                "0",
+            ],
+            "--interval",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--port", "0"],
+            "--port",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--port", "70000"],
+            "--port",
+        ),
+        (
+            &["--key", "/k", "--ip", "10.0.0.300"],
+            "not an IPv4 or IPv6",
+        ),
+        (&["--key", "/k", "--ip", "0.0.0.0"], "unspecified"),
+        (
+            &["--key", "/k", "--ip", "10.0.0.1", "--network", "n"],
+            "--network applies to --container",
+        ),
+        (
+            &["--key", "/k", "--ip", "10.0.0.1", "--require-healthy"],
+            "needs --container",
+        ),
+        (
+            &["--key", "/k", "--container", "bad name!"],
+            "not a Docker container name",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--endpoints",
+                "ftp://h:1",
+            ],
+            "scheme",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--endpoints",
+                "localhost",
+            ],
+            "no port",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--user", "root:secret"],
+            "must not carry a password",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--cacert",
+                "/nonexistent/ca.pem",
+                "--endpoints",
+                "https://h:1",
+            ],
+            "CA certificate",
+        ),
+        (
+            &["--key", "/k", "--container", "c", "--cert", "/tmp/c.pem"],
+            "--tls-key",
+        ),
+        (
+            &[
+                "--key",
+                "/k",
+                "--container",
+                "c",
+                "--metrics-addr",
+                "not-an-addr",
+            ],
+            "--metrics-addr",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = Proc::command("sidekick");
+        cmd.args(*args)
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .env("DOCKER_HOST", "unix:///nonexistent");
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} should exit 2: {err}");
+        assert!(
+            err.contains(want),
+            "{args:?}: message should mention {want:?}, got: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            !err.contains("secret"),
+            "{args:?}: the password must not be echoed: {err}"
+        );
+    }
+    // A DOCKER_HOST we cannot use.
+    let out = Proc::command("sidekick")
+        .args(["--key", "/k", "--container", "c"])
+        .env("DOCKER_HOST", "ftp://docker")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DOCKER_HOST"));
+    println!("SIDEKICK bad-usage cases: {}", cases.len() + 1);
+    // --help and --version touch neither etcd nor Docker.
+    for flag in ["--help", "--version"] {
+        let out = Proc::command("sidekick")
+            .arg(flag)
+            .env("DOCKER_HOST", "ftp://x")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+    }
+}
