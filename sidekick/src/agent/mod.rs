@@ -216,6 +216,7 @@ impl Follower<'_> {
                             backoff.reset();
                         }
                     }
+                    Err(DockerError::Refused(m)) => return Err(usage(m)),
                     Err(e) => {
                         self.docker_down(&e);
                         resubscribe_at = Instant::now() + backoff.next_delay();

@@ -1,0 +1,200 @@
+//! The sidekick when Docker's socket misbehaves: a proxy between the
+//! sidekick and the real socket (DOCKER_HOST=unix://proxy) is severed or
+//! taken away.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::docker::{ContainerSpec, DOCKER_SOCKET, unique_name};
+use harness::proc::{Proc, sidekick};
+use harness::socket_proxy::SocketProxy;
+use harness::{Docker, Etcd, RawWatch, eventually_async, unique_prefix};
+use tokio::time::Instant;
+
+async fn value(etcd: &Etcd, key: &str) -> Option<String> {
+    let mut c = etcd.raw_client().await;
+    let r = c.get(key, None).await.ok()?;
+    r.kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+}
+
+fn proxy() -> (tempfile::TempDir, SocketProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SocketProxy::start(
+        &dir.path().join("docker.sock"),
+        Path::new(DOCKER_SOCKET),
+        None,
+    );
+    (dir, p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_severed_event_stream_is_resubscribed() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("sever")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("sever"));
+    let (_d, proxy) = proxy();
+    // A long reconcile interval: only the event stream can make the stop fast.
+    let mut cmd = sidekick(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--ttl",
+            "30",
+            "--interval",
+            "10s",
+        ],
+    );
+    cmd.env("DOCKER_HOST", proxy.docker_host());
+    let p = Proc::spawn(cmd);
+    eventually_async(Duration::from_secs(10), "registered", || async {
+        (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(())
+    })
+    .await;
+    proxy.sever();
+    p.wait_stderr(Duration::from_secs(5), "the stream loss noticed", |l| {
+        l.contains("event stream")
+    })
+    .await;
+    // Give it a moment to resubscribe, then stop the container: the
+    // resubscribed stream must deliver the stop at once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let raw = RawWatch::start(&etcd, &key).await;
+    let t = Instant::now();
+    c.stop().await;
+    let gone = raw
+        .wait_for(Duration::from_secs(1), "key gone via the new stream", |e| {
+            !e.put
+        })
+        .await;
+    println!(
+        "FAULT docker event stream severed -> resubscribed; docker stop -> key gone {:?}",
+        gone.at - t
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_gone_keeps_the_key_and_a_stop_meanwhile_is_applied_when_it_returns() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("gone")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("gone"));
+    let (_d, proxy) = proxy();
+    let mut cmd = sidekick(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", "3"],
+    );
+    cmd.env("DOCKER_HOST", proxy.docker_host());
+    let p = Proc::spawn(cmd);
+    eventually_async(Duration::from_secs(10), "registered", || async {
+        (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(())
+    })
+    .await;
+
+    // The socket disappears (daemon down, socket removed).
+    proxy.stop_listening();
+    p.wait_stderr(Duration::from_secs(5), "Docker unreachable", |l| {
+        l.contains("Docker unreachable")
+    })
+    .await;
+    // Documented: the last registration is kept while Docker cannot be asked,
+    // for longer than the TTL (keep-alives go on).
+    tokio::time::sleep(Duration::from_secs(3 * 2)).await;
+    assert_eq!(
+        value(&etcd, &key).await.as_deref(),
+        Some(ip.as_str()),
+        "kept while Docker is gone\n{}",
+        p.dump()
+    );
+
+    // The container stops while the sidekick cannot see it...
+    c.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(value(&etcd, &key).await.is_some(), "it cannot know yet");
+    // ...and once Docker is back, the missed stop is applied: no stale key.
+    let raw = RawWatch::start(&etcd, &key).await;
+    proxy.resume_listening();
+    let t = Instant::now();
+    raw.wait_for(
+        Duration::from_secs(6),
+        "stale key removed once Docker answers",
+        |e| !e.put,
+    )
+    .await;
+    println!(
+        "FAULT docker socket gone 6.5s, container stopped meanwhile -> key removed {:?} after the socket returned",
+        t.elapsed()
+    );
+    // And it follows the container again.
+    let t = Instant::now();
+    c.start().await;
+    raw.wait_for(Duration::from_secs(2), "registered again on start", |e| {
+        e.put && e.at >= t
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_denying_access_is_a_configuration_error() {
+    let etcd = Etcd::single().await;
+    let key = format!("{}/1", unique_prefix("eacces"));
+    // Root may open any socket; as nobody, the engine's root:docker 0660
+    // socket refuses us, as it would a sidekick not in the docker group.
+    let exe = harness::proc::bin_path("sidekick");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(exe)
+        .args(["--key", &key, "--container", "anything"])
+        .env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg())
+        .env("DOCKER_HOST", format!("unix://{DOCKER_SOCKET}"));
+    let mut p = Proc::spawn(cmd);
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2), "{}", p.dump());
+    let err = p.stderr();
+    assert!(
+        err.contains("refused") && err.contains("docker group"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_socket_is_retried_not_fatal() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("nosock")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("nosock"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker.sock");
+    let mut cmd = sidekick(&etcd, &["--key", &key, "--container", c.name()]);
+    cmd.env("DOCKER_HOST", format!("unix://{}", path.display()));
+    let mut p = Proc::spawn(cmd);
+    p.wait_stderr(Duration::from_secs(5), "retrying Docker", |l| {
+        l.contains("Docker unreachable")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(p.try_exit().is_none(), "keeps trying\n{}", p.dump());
+    // The socket appears (dockerd starting after us): it registers.
+    let _proxy = SocketProxy::start(&path, Path::new(DOCKER_SOCKET), None);
+    eventually_async(
+        Duration::from_secs(6),
+        "registered once the socket exists",
+        || async { (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(()) },
+    )
+    .await;
+}
