@@ -10,3 +10,4 @@
 
 pub mod agent;
 pub mod common;
+pub mod discover;

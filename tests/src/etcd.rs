@@ -134,11 +134,30 @@ pub struct EtcdCluster {
 /// A single-member etcd: [`EtcdCluster`] with one member.
 pub type Etcd = EtcdCluster;
 
+/// A free loopback port below the kernel's ephemeral range, so that no
+/// outgoing connection can take it while a killed member is down and
+/// waiting to restart on it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free loopback port")
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let (from, to) = if low > 12000 {
+        (10000, low - 1)
+    } else {
+        (40000, 60000)
+    };
+    for _ in 0..1000 {
+        let port = fastrand::u16(from..to);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {from}..{to}");
 }
 
 impl EtcdCluster {

@@ -18,6 +18,7 @@ pub struct EtcdArgs {
     /// etcd client URLs, comma-separated (host:port, http://host:port or https://host:port)
     #[arg(
         long,
+        global = true,
         env = "ETCDCTL_ENDPOINTS",
         value_delimiter = ',',
         default_value = discovery::DEFAULT_ENDPOINT,
@@ -26,31 +27,41 @@ pub struct EtcdArgs {
     pub endpoints: Vec<String>,
 
     /// CA certificate that signed etcd's server certificate (enables TLS)
-    #[arg(long, env = "ETCDCTL_CACERT", value_name = "FILE")]
+    #[arg(long, global = true, env = "ETCDCTL_CACERT", value_name = "FILE")]
     pub cacert: Option<PathBuf>,
 
     /// Client certificate, for etcd's --client-cert-auth
-    #[arg(long, env = "ETCDCTL_CERT", value_name = "FILE")]
+    #[arg(long, global = true, env = "ETCDCTL_CERT", value_name = "FILE")]
     pub cert: Option<PathBuf>,
 
     /// Client certificate's private key
-    #[arg(long = "tls-key", env = "ETCDCTL_KEY", value_name = "FILE")]
+    #[arg(
+        long = "tls-key",
+        global = true,
+        env = "ETCDCTL_KEY",
+        value_name = "FILE"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// etcd user name; the password comes from ETCDCTL_PASSWORD or --password-file, never the command line
-    #[arg(long, env = "ETCDCTL_USER", value_name = "NAME")]
+    #[arg(long, global = true, env = "ETCDCTL_USER", value_name = "NAME")]
     pub user: Option<String>,
 
     /// File whose first line is the etcd password
-    #[arg(long, env = "ETCDCTL_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
 
     /// Timeout for connecting to an endpoint (8, 2s, 500ms)
-    #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub dial_timeout: Duration,
 
     /// Timeout for each etcd request
-    #[arg(long, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub command_timeout: Duration,
 }
 

@@ -1,0 +1,241 @@
+//! What an `--exec` child gets: the environment and snapshot built from
+//! watches (`watch --exec`) or from the config watch (`config --exec`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use anyhow::Context;
+use discovery::{Action, Client, ConfigOptions, Node, Prefix, WatchMessage, WatchOptions};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::naming;
+use super::supervise::{ChildInput, Feed};
+use crate::common::metrics::Metrics;
+
+struct Watched {
+    prefix: Prefix,
+    env: String,
+    nodes: BTreeMap<Vec<u8>, Node>,
+    revision: i64,
+}
+
+fn input(watched: &[Watched]) -> ChildInput {
+    let mut env = Vec::new();
+    let mut prefixes = serde_json::Map::new();
+    let revision = watched.iter().map(|w| w.revision).max().unwrap_or(0);
+    for w in watched {
+        env.push((
+            w.env.clone(),
+            naming::env_value(w.nodes.values().map(Node::value)),
+        ));
+        let nodes: Vec<Value> = w
+            .nodes
+            .values()
+            .map(|n| {
+                let mut o = json!({"key": String::from_utf8_lossy(n.key()), "createdIndex": n.create_revision(), "modifiedIndex": n.mod_revision()});
+                match n.value_str() {
+                    Some(v) => o["value"] = json!(v),
+                    None => {
+                        use base64::Engine as _;
+                        o["valueBase64"] = json!(base64::engine::general_purpose::STANDARD.encode(n.value()));
+                    }
+                }
+                o
+            })
+            .collect();
+        let values: Vec<String> = w
+            .nodes
+            .values()
+            .map(|n| String::from_utf8_lossy(n.value()).into_owned())
+            .collect();
+        prefixes.insert(
+            w.prefix.to_string(),
+            json!({"env": w.env, "values": values, "nodes": nodes}),
+        );
+    }
+    env.push((
+        "DISCOVER_REVISION".into(),
+        OsString::from(revision.to_string()),
+    ));
+    ChildInput {
+        env,
+        snapshot: json!({"revision": revision, "prefixes": prefixes}),
+    }
+}
+
+/// Watch every prefix; the first input is the snapshots, then an update per
+/// change, with a trigger on set (and on delete when `on_delete`).
+pub async fn watch_feed(
+    client: &Client,
+    named: &[(Prefix, String)],
+    since: Option<i64>,
+    on_delete: bool,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(ChildInput, mpsc::Receiver<Feed>)> {
+    let mut opts = WatchOptions::new();
+    if let Some(r) = since {
+        opts = opts.with_start_revision(r);
+    }
+    let mut watched = Vec::new();
+    let mut streams = Vec::new();
+    let mut handles = Vec::new();
+    for (i, (p, env)) in named.iter().enumerate() {
+        let (h, mut s) = client.watch_prefix(p.as_str(), opts.clone())?;
+        let snap = match s.recv().await {
+            Some(Ok(WatchMessage::Snapshot(snap))) => snap,
+            Some(Err(e)) => return Err(e.into()),
+            _ => anyhow::bail!("the watch of {p} ended before its first listing"),
+        };
+        watched.push(Watched {
+            prefix: p.clone(),
+            env: env.clone(),
+            nodes: snap
+                .nodes()
+                .iter()
+                .map(|n| (n.key().to_vec(), n.clone()))
+                .collect(),
+            revision: snap.revision(),
+        });
+        handles.push(h);
+        streams.push(s.map(move |m| (i, m)));
+    }
+    let first = input(&watched);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let _handles = handles;
+        let mut merged = futures::stream::select_all(streams);
+        while let Some((i, msg)) = merged.next().await {
+            let e = match msg {
+                Ok(WatchMessage::Event(e)) => e,
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = tx
+                        .send(Feed::Failed(
+                            anyhow::Error::new(e).context("the watch failed"),
+                        ))
+                        .await;
+                    return;
+                }
+            };
+            metrics.event(e.action().as_str());
+            if e.is_resync() {
+                metrics.watch_resyncs.inc();
+            }
+            let w = &mut watched[i];
+            w.revision = w.revision.max(e.revision());
+            let trigger = match e.action() {
+                Action::Update => {
+                    // A heartbeat re-put: nothing a child needs to know.
+                    w.nodes.insert(e.key().to_vec(), e.node().clone());
+                    continue;
+                }
+                Action::Delete => {
+                    w.nodes.remove(e.key());
+                    on_delete
+                }
+                _ => {
+                    w.nodes.insert(e.key().to_vec(), e.node().clone());
+                    true
+                }
+            };
+            let reason = format!("{} {}", e.action(), String::from_utf8_lossy(e.key()));
+            let update = Feed::Update {
+                input: input(&watched),
+                trigger: trigger.then_some(reason),
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((first, rx))
+}
+
+/// Flatten a config document into variables: nested keys joined with `_`,
+/// strings as they are, other values as JSON.
+fn flatten(
+    v: &Value,
+    path: &mut Vec<String>,
+    out: &mut Vec<(String, OsString)>,
+) -> anyhow::Result<()> {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                path.push(k.clone());
+                flatten(v, path, out)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        _ if path.is_empty() => {
+            anyhow::bail!("the config is not an object, so it cannot become environment variables")
+        }
+        Value::String(s) => {
+            let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+            out.push((naming::config_env_name(&parts), OsString::from(s)));
+            Ok(())
+        }
+        other => {
+            let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+            out.push((
+                naming::config_env_name(&parts),
+                OsString::from(other.to_string()),
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn config_input(doc: &Value) -> anyhow::Result<ChildInput> {
+    let mut env = Vec::new();
+    flatten(doc, &mut Vec::new(), &mut env)?;
+    Ok(ChildInput {
+        env,
+        snapshot: doc.clone(),
+    })
+}
+
+/// Follow the config under `prefix` (raw strings, as envconsul does); each
+/// valid change triggers a restart or reload.
+pub async fn config_feed(
+    client: &Client,
+    prefix: &Prefix,
+) -> anyhow::Result<(ChildInput, mpsc::Receiver<Feed>)> {
+    let mut cfg = client
+        .config_with::<Value, _>(
+            prefix.as_str(),
+            ConfigOptions::new().with_raw_values(true),
+            |_| Ok(()),
+        )
+        .await
+        .with_context(|| format!("cannot read the config under {prefix}"))?;
+    let mut values = cfg.values();
+    let first = config_input(&values.borrow_and_update())?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = values.changed() => {
+                    if r.is_err() {
+                        let _ = tx.send(Feed::Failed(anyhow::anyhow!("the config watch stopped"))).await;
+                        return;
+                    }
+                    let doc = values.borrow_and_update().clone();
+                    match config_input(&doc) {
+                        Ok(input) => {
+                            if tx.send(Feed::Update { input, trigger: Some("config changed".into()) }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "config update not applied"),
+                    }
+                }
+                Some(e) = cfg.next_error() => tracing::warn!(error = %e, "config update rejected; the child keeps the last good config"),
+            }
+        }
+    });
+    Ok((first, rx))
+}
