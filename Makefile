@@ -8,6 +8,14 @@ DESTDIR ?=
 TEST_IMAGE := discovery-test/busybox:$(shell cat tests/image/TAG)
 IMAGE_CTX := target/test-image
 
+# `make install`: PREFIX and DESTDIR as usual; PROFILE=debug installs what
+# `cargo build` made instead of building a release.
+PROFILE ?= release
+# Where systemd looks: PREFIX/lib/systemd/system for /usr and /usr/local,
+# /etc/systemd/system for any other prefix.
+UNITDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
+SHAREDIR ?= $(PREFIX)/share/sidekick
+
 .PHONY: all build release deps image sweep fmt-check clippy test test-only doc bench demo install clean
 
 all: build
@@ -55,6 +63,19 @@ test-only:
 
 test: deps image sweep fmt-check clippy test-only
 	@$(MAKE) --no-print-directory sweep
+
+install:
+	@if [ "$(PROFILE)" = release ]; then $(CARGO) build --release -p sidekick; fi
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/examples
+	install -m 0755 target/$(PROFILE)/sidekick target/$(PROFILE)/discover $(DESTDIR)$(PREFIX)/bin/
+	@# The units name /usr/local; point them at PREFIX.
+	for u in units/*.service; do \
+	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	install -m 0644 units/sidekick.env.example $(DESTDIR)$(SHAREDIR)/
+	for d in node-web node-worker node-watch-inline; do \
+	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
+	done
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps

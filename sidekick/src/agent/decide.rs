@@ -95,7 +95,14 @@ pub enum Decision {
 
 /// Decide what to register for `view`. `draining` is true while a stop
 /// that Docker announced for this run of the container is under way.
-pub fn decide(view: &ContainerView, rules: &Rules, draining: bool) -> Decision {
+/// `preferred` is the network registered last: kept while the container is
+/// still attached to it, so attaching another network does not move the key.
+pub fn decide(
+    view: &ContainerView,
+    rules: &Rules,
+    draining: bool,
+    preferred: Option<&str>,
+) -> Decision {
     let name = &view.name;
     if !view.running {
         return Decision::Withdraw(format!("container {name:?} is not running"));
@@ -146,7 +153,12 @@ pub fn decide(view: &ContainerView, rules: &Rules, draining: bool) -> Decision {
             }
         },
         None => {
-            if let Some(ip) = view.networks.get("bridge") {
+            let kept = preferred
+                .and_then(|p| view.networks.get_key_value(p))
+                .filter(|(_, ip)| !ip.is_empty());
+            if let Some((n, ip)) = kept {
+                (n.clone(), ip.clone())
+            } else if let Some(ip) = view.networks.get("bridge") {
                 ("bridge".to_owned(), ip.clone())
             } else if view.networks.len() == 1 {
                 let (n, ip) = view
@@ -251,7 +263,12 @@ mod tests {
             network: net.into(),
         };
         assert_eq!(
-            decide(&view(&[("bridge", "172.17.0.2")]), &rules(None), false),
+            decide(
+                &view(&[("bridge", "172.17.0.2")]),
+                &rules(None),
+                false,
+                None
+            ),
             reg("172.17.0.2", "bridge")
         );
         // The default bridge wins even alongside others (flannel configures docker0).
@@ -259,18 +276,20 @@ mod tests {
             decide(
                 &view(&[("bridge", "172.17.0.2"), ("net1", "10.1.0.5")]),
                 &rules(None),
-                false
+                false,
+                None
             ),
             reg("172.17.0.2", "bridge")
         );
         assert_eq!(
-            decide(&view(&[("net1", "10.1.0.5")]), &rules(None), false),
+            decide(&view(&[("net1", "10.1.0.5")]), &rules(None), false, None),
             reg("10.1.0.5", "net1")
         );
         let Decision::Misconfigured(m) = decide(
             &view(&[("a", "1.1.1.1"), ("b", "2.2.2.2")]),
             &rules(None),
             false,
+            None,
         ) else {
             panic!()
         };
@@ -278,10 +297,32 @@ mod tests {
             m.contains("several networks") && m.contains("a, b") && m.contains("--network"),
             "{m}"
         );
-        let Decision::Misconfigured(m) = decide(&view(&[("host", "")]), &rules(None), false) else {
+        let Decision::Misconfigured(m) = decide(&view(&[("host", "")]), &rules(None), false, None)
+        else {
             panic!()
         };
         assert!(m.contains("--ip"), "{m}");
+    }
+
+    #[test]
+    fn the_registered_network_is_kept_while_attached() {
+        let v = view(&[("a", "10.1.0.2"), ("b", "10.2.0.2")]);
+        assert_eq!(
+            decide(&v, &rules(None), false, Some("a")),
+            Decision::Register {
+                ip: "10.1.0.2".into(),
+                network: "a".into()
+            }
+        );
+        // Gone from it: the usual rules apply (its only network now).
+        let v = view(&[("b", "10.2.0.2")]);
+        assert_eq!(
+            decide(&v, &rules(None), false, Some("a")),
+            Decision::Register {
+                ip: "10.2.0.2".into(),
+                network: "b".into()
+            }
+        );
     }
 
     #[test]
@@ -290,7 +331,8 @@ mod tests {
             decide(
                 &view(&[("bridge", "172.17.0.2"), ("net1", "10.1.0.5")]),
                 &rules(Some("net1")),
-                false
+                false,
+                None
             ),
             Decision::Register {
                 ip: "10.1.0.5".into(),
@@ -301,6 +343,7 @@ mod tests {
             &view(&[("overlay0", "10.2.0.2")]),
             &rules(Some("bridge")),
             false,
+            None,
         ) else {
             panic!()
         };
@@ -314,20 +357,20 @@ mod tests {
     fn states_withdraw() {
         let mut v = view(&[("bridge", "172.17.0.2")]);
         assert!(
-            matches!(decide(&v, &rules(None), true), Decision::Withdraw(m) if m.contains("stopping"))
+            matches!(decide(&v, &rules(None), true, None), Decision::Withdraw(m) if m.contains("stopping"))
         );
         v.paused = true;
         assert!(
-            matches!(decide(&v, &rules(None), false), Decision::Withdraw(m) if m.contains("paused"))
+            matches!(decide(&v, &rules(None), false, None), Decision::Withdraw(m) if m.contains("paused"))
         );
         v.paused = false;
         v.running = false;
         assert!(
-            matches!(decide(&v, &rules(None), false), Decision::Withdraw(m) if m.contains("not running"))
+            matches!(decide(&v, &rules(None), false, None), Decision::Withdraw(m) if m.contains("not running"))
         );
         let v = view(&[("bridge", "")]);
         assert!(
-            matches!(decide(&v, &rules(None), false), Decision::Withdraw(m) if m.contains("no address"))
+            matches!(decide(&v, &rules(None), false, None), Decision::Withdraw(m) if m.contains("no address"))
         );
     }
 
@@ -339,20 +382,23 @@ mod tests {
         };
         let mut v = view(&[("bridge", "172.17.0.2")]);
         assert!(
-            matches!(decide(&v, &strict, false), Decision::Misconfigured(m) if m.contains("HEALTHCHECK"))
+            matches!(decide(&v, &strict, false, None), Decision::Misconfigured(m) if m.contains("HEALTHCHECK"))
         );
         v.health = Some("starting".into());
         assert!(
-            matches!(decide(&v, &strict, false), Decision::Withdraw(m) if m.contains("starting"))
+            matches!(decide(&v, &strict, false, None), Decision::Withdraw(m) if m.contains("starting"))
         );
         v.health = Some("healthy".into());
         assert!(matches!(
-            decide(&v, &strict, false),
+            decide(&v, &strict, false, None),
             Decision::Register { .. }
         ));
         v.health = Some("unhealthy".into());
         assert!(
-            matches!(decide(&v, &rules(None), false), Decision::Register { .. }),
+            matches!(
+                decide(&v, &rules(None), false, None),
+                Decision::Register { .. }
+            ),
             "health ignored unless required"
         );
     }

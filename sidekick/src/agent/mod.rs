@@ -116,7 +116,10 @@ pub async fn run(
             let value = format.render(&ip.to_string(), None);
             reg.set_value(value.clone());
             seen_tx.send_replace(Seen::Up(value));
-            watch_refusal(&reg, &ctl.shutdown).await
+            tokio::select! {
+                r = watch_refusal(&reg, &ctl.shutdown) => r,
+                () = static_watchdog(&reg) => Ok(()),
+            }
         }
         (Source::Container(name), Some(docker)) => {
             let follower = Follower {
@@ -133,6 +136,7 @@ pub async fn run(
                 draining: None,
                 since: None,
                 last_started: String::new(),
+                network: None,
             };
             tokio::select! {
                 r = follower.run(plan.interval, &ctl) => r,
@@ -149,6 +153,22 @@ pub async fn run(
     info!(key = %plan.key, took = ?t.elapsed(), "deregistered; exiting");
     reporter.abort();
     outcome
+}
+
+/// In static mode there is no Docker loop: ping the watchdog (if enabled)
+/// for as long as the registration task is alive.
+async fn static_watchdog(reg: &Registration) {
+    let notifier = Notifier::new();
+    let Some(period) = notifier.watchdog_period() else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if !matches!(*reg.state().borrow(), RegistrationState::Stopped) {
+            notifier.watchdog();
+        }
+    }
 }
 
 /// Return an error (exit 2) if etcd refuses the registration for good; Ok on shutdown.
@@ -183,6 +203,8 @@ struct Follower<'a> {
     since: Option<i64>,
     /// StartedAt of the run last inspected.
     last_started: String,
+    /// The network of the last registration (kept while attached).
+    network: Option<String>,
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Send>>;
@@ -335,8 +357,14 @@ impl Follower<'_> {
                 self.draining = None;
             }
         }
-        let seen = match decide(&view, &self.rules, self.draining.is_some()) {
+        let seen = match decide(
+            &view,
+            &self.rules,
+            self.draining.is_some(),
+            self.network.as_deref(),
+        ) {
             Decision::Register { ip, network } => {
+                self.network = Some(network.clone());
                 let value = self.format.render(&ip, Some(&view.name));
                 if self.seen.borrow().clone() != Seen::Up(value.clone()) {
                     info!(container = %self.name, %ip, %network, %value, "container up; registering");
@@ -351,7 +379,17 @@ impl Follower<'_> {
                 self.reg.withdraw();
                 Seen::Down(reason)
             }
-            Decision::Misconfigured(m) => return Err(usage(m)),
+            // Wrong from the start is a configuration error; after the
+            // container was registered once, it is a transient state (a
+            // network being swapped): withdraw and wait.
+            Decision::Misconfigured(m) if self.network.is_none() => return Err(usage(m)),
+            Decision::Misconfigured(m) => {
+                if self.seen.borrow().clone() != Seen::Down(m.clone()) {
+                    warn!(container = %self.name, problem = %m, "cannot register now; waiting");
+                }
+                self.reg.withdraw();
+                Seen::Down(m)
+            }
         };
         self.seen.send_replace(seen);
         Ok(true)
