@@ -78,11 +78,14 @@ async fn the_chapter_failover_replayed() {
         .await;
     let cb_ip = cb.ip(FLANNEL_NETWORK).await.unwrap();
     let mut cb_sidekick = unit_sidekick(&etcd, "couchbase", "1", cb.name(), "8091");
-    for n in 0..4 {
-        raw.wait_for(Duration::from_secs(10), "all four registered", |_| {
-            raw.events().iter().filter(|e| e.put).count() > n
-        })
-        .await;
+    for key in [
+        "/services/memcached/1",
+        "/services/memcached/2",
+        "/services/memcached/3",
+        "/services/couchbase/1",
+    ] {
+        raw.wait_for(Duration::from_secs(10), key, |e| e.put && e.key == key)
+            .await;
     }
     let mut mc_ips = Vec::new();
     for c in &mc {
@@ -264,23 +267,32 @@ async fn the_chapter_failover_replayed() {
         "web restarted {web_delay:?} after the registration"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_reg = |p: &Proc, needle: &str| {
-        lines_with(p, needle)
-            .into_iter()
-            .filter(|(t, _)| *t >= reg.at)
-            .count()
-    };
+    // One restart each with the new address, and none after it. (The
+    // delete restarted them once before, with no Couchbase node at all:
+    // that is --restart-on set,delete, the units' default.)
     assert_eq!(
-        after_reg(&worker, "current connection:"),
+        lines_with(&worker, &new_conn).len(),
         1,
-        "worker restarted once for the new registration\n{}",
+        "worker restarted once with the new connection\n{}",
         worker.dump()
     );
+    let web_new: Vec<_> = lines_with(&web, "current config:")
+        .into_iter()
+        .filter(|(_, l)| l.contains(&new_ip))
+        .collect();
     assert_eq!(
-        after_reg(&web, "current config:"),
+        web_new.len(),
         1,
-        "web restarted once for the new registration\n{}",
+        "web restarted once with the new couchbase\n{}",
         web.dump()
+    );
+    assert!(lines_with(&worker, "current connection:").last().unwrap().1 == new_conn);
+    assert!(
+        lines_with(&web, "current config:")
+            .last()
+            .unwrap()
+            .1
+            .contains(&new_ip)
     );
     let worker_total = lines_with(&worker, "current connection:").len() - worker_before;
     let web_total = lines_with(&web, "current config:").len() - web_before;
