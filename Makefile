@@ -77,6 +77,10 @@ install:
 	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
 	done
 
+# The main job, narrated, on a throwaway etcd and a locally built container.
+demo: deps image
+	@./examples/demo.sh
+
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
