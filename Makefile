@@ -73,6 +73,7 @@ install:
 	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 	done
 	install -m 0644 units/sidekick.env.example $(DESTDIR)$(SHAREDIR)/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/sidekick && install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sidekick/
 	for d in node-web node-worker node-watch-inline; do \
 	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
 	done
