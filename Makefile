@@ -43,7 +43,8 @@ image: deps
 sweep:
 	@ids=$$(docker ps -aq --filter label=discovery-test 2>/dev/null); \
 	  if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
-	@pkill -KILL -f -- '--data-dir=/tmp/etcd-test-' 2>/dev/null || true
+	@# The [t] keeps the pattern from matching this very command line.
+	@pkill -KILL -f -- '--data-dir=.*/etcd-tes[t]-' 2>/dev/null || true
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
