@@ -21,6 +21,7 @@ check etcd-client etcdctl           # peers in benchmarks, demo narration
 check busybox-static /bin/busybox   # the static binary in the test image
 check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
+check openssl openssl               # certificates for the TLS tests
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"

@@ -341,22 +341,48 @@ impl ConnectOptions {
         let urls = self.validate()?;
         let joined = urls.join(", ");
         let opts = self.client_options()?;
-        let inner = etcd_client::Client::connect(&urls, Some(opts))
-            .await
-            .map_err(|e| self.connect_error(&joined, &e))?;
+        let inner = match etcd_client::Client::connect(&urls, Some(opts)).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.diagnose(&urls, &joined, &e).await),
+        };
         let client = Client {
             inner,
-            endpoints: Arc::new(urls),
+            endpoints: Arc::new(urls.clone()),
             timeout: self.request_timeout,
         };
-        client
+        let status = client
             .call("status", || {
                 let mut m = client.inner.maintenance_client();
                 async move { m.status().await }
             })
-            .await
-            .map_err(|e| self.connect_error(&joined, &e))?;
-        Ok(client)
+            .await;
+        match status {
+            Ok(_) => Ok(client),
+            Err(e) => Err(self.diagnose(&urls, &joined, &e).await),
+        }
+    }
+
+    /// Turn a failed connection into the most useful error, asking the
+    /// endpoints directly when TLS may be the reason.
+    async fn diagnose(&self, urls: &[String], joined: &str, e: &etcd_client::Error) -> Error {
+        let err = self.connect_error(joined, e);
+        if !matches!(err, Error::Unreachable { .. }) {
+            return err;
+        }
+        if let Some(ca) = &self.ca_file {
+            let client = self.cert_file.as_deref().zip(self.key_file.as_deref());
+            for url in urls {
+                if let Some(reason) =
+                    crate::tls_probe::why_tls_fails(url, ca, client, self.dial_timeout).await
+                {
+                    return Error::Tls {
+                        endpoints: url.clone(),
+                        reason,
+                    };
+                }
+            }
+        }
+        err
     }
 
     /// [`ConnectOptions::connect`], retrying with backoff for as long as the

@@ -63,6 +63,7 @@ mod members;
 mod node;
 mod register;
 mod retry;
+mod tls_probe;
 mod watch;
 
 pub use config::{ConfigOptions, ConfigWatch};

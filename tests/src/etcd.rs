@@ -129,6 +129,7 @@ pub struct EtcdCluster {
     dir: TempDir,
     members: Vec<Member>,
     tls: Option<TlsFiles>,
+    raw_user: Option<(String, String)>,
 }
 
 /// A single-member etcd: [`EtcdCluster`] with one member.
@@ -252,6 +253,7 @@ impl EtcdCluster {
             dir,
             members,
             tls: config.tls.clone(),
+            raw_user: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -311,10 +313,18 @@ impl EtcdCluster {
         self.dir.path()
     }
 
+    /// Authenticate the harness's own raw clients (once auth is enabled).
+    pub fn set_raw_user(&mut self, user: &str, password: &str) {
+        self.raw_user = Some((user.to_owned(), password.to_owned()));
+    }
+
     fn raw_options(&self) -> etcd_client::ConnectOptions {
         let mut o = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(2));
+        if let Some((u, p)) = &self.raw_user {
+            o = o.with_user(u.clone(), p.clone());
+        }
         if let Some(t) = &self.tls {
             let ca = std::fs::read(&t.ca).expect("read CA");
             let cert = std::fs::read(&t.client_cert).expect("read client cert");
@@ -558,4 +568,41 @@ impl Drop for EtcdCluster {
             m.kill_now();
         }
     }
+}
+
+/// The password of the restricted `sidekick` user that [`enable_auth`] creates.
+pub const SIDEKICK_PASSWORD: &str = "pw-Zq81x7Kd3";
+/// The root password.
+pub const ROOT_PASSWORD: &str = "root-pw-44Hs";
+
+/// Turn on etcd's auth: a root user, and a user `sidekick` whose role can
+/// only read and write keys under `/services/`.
+pub fn enable_auth(etcd: &EtcdCluster) {
+    let run = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", etcd.endpoints_arg()))
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["user", "add", &format!("root:{ROOT_PASSWORD}")]);
+    run(&["user", "grant-role", "root", "root"]);
+    run(&["role", "add", "services-rw"]);
+    run(&[
+        "role",
+        "grant-permission",
+        "services-rw",
+        "--prefix=true",
+        "readwrite",
+        "/services/",
+    ]);
+    run(&["user", "add", &format!("sidekick:{SIDEKICK_PASSWORD}")]);
+    run(&["user", "grant-role", "sidekick", "services-rw"]);
+    run(&["auth", "enable"]);
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod docker;
 pub mod etcd;
 pub mod notify;
+pub mod pki;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;

@@ -1,0 +1,85 @@
+//! Why did a TLS connection fail? tonic reports only that the connection
+//! was cancelled; a direct handshake with the same files says what rustls
+//! objected to (an unknown issuer, a missing client certificate, ...).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+/// Handshake with `url` using `ca` and the client certificate, and return
+/// the reason it fails, or `None` if TLS itself is fine (or the endpoint
+/// cannot even be reached over TCP: then it is not a TLS problem).
+pub(crate) async fn why_tls_fails(
+    url: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    limit: Duration,
+) -> Option<String> {
+    let authority = url.strip_prefix("https://")?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?,
+        None => authority.rsplit_once(':')?,
+    };
+    let port: u16 = port.parse().ok()?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).ok()? {
+        roots.add(cert.ok()?).ok()?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .ok()?
+                .filter_map(Result::ok)
+                .collect();
+            let key = match PrivateKeyDer::from_pem_file(key) {
+                Ok(k) => k,
+                Err(e) => return Some(format!("cannot use the client key: {e}")),
+            };
+            match builder.with_client_auth_cert(chain, key) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Some(format!(
+                        "the client certificate and key do not go together: {e}"
+                    ));
+                }
+            }
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = timeout(limit, TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let mut tls = match timeout(
+        limit,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    {
+        Err(_) => return None,
+        Ok(Err(e)) => return Some(e.to_string()),
+        Ok(Ok(s)) => s,
+    };
+    // With TLS 1.3 the server judges our certificate after the handshake:
+    // a refusal arrives as an alert on the first read.
+    let mut byte = [0u8; 1];
+    match timeout(Duration::from_millis(500), tls.read(&mut byte)).await {
+        Ok(Err(e)) => Some(e.to_string()),
+        _ => None,
+    }
+}

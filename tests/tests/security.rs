@@ -1,0 +1,327 @@
+//! TLS, auth, and secrets: the tools against a secured etcd.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use harness::etcd::{ROOT_PASSWORD, SIDEKICK_PASSWORD, enable_auth};
+use harness::pki::Pki;
+use harness::proc::{Proc, bin_path};
+use harness::{EtcdCluster, EtcdConfig, eventually, eventually_async};
+use nix::sys::signal::Signal;
+
+fn tool(bin: &str, etcd: &EtcdCluster) -> Command {
+    let mut c = Proc::command(bin);
+    c.env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg())
+        .env_remove("DOCKER_HOST");
+    c
+}
+
+fn output(mut c: Command) -> (i32, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_client_certificates_for_the_library_and_both_tools() {
+    let pki = Pki::new();
+    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_tls(pki.etcd_files())).await;
+    assert!(etcd.endpoint(0).starts_with("https://"));
+
+    // The library.
+    let client = etcd.client().await;
+    client.put("/services/tls/lib", "1").await.unwrap();
+
+    // sidekick through the flags.
+    let mut sk = tool("sidekick", &etcd);
+    sk.args(["--key", "/services/tls/1", "--ip", "10.9.0.1", "--ttl", "3"])
+        .arg("--cacert")
+        .arg(pki.path("ca.pem"))
+        .arg("--cert")
+        .arg(pki.path("client.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("client.key"));
+    let mut sk = Proc::spawn(sk);
+    eventually_async(
+        Duration::from_secs(10),
+        "sidekick registered over TLS",
+        || async { client.get("/services/tls/1").await.unwrap() },
+    )
+    .await;
+
+    // discover through etcdctl's environment.
+    let mut d = tool("discover", &etcd);
+    d.args(["get", "/services/tls", "--format", "values"])
+        .env("ETCDCTL_CACERT", pki.path("ca.pem"))
+        .env("ETCDCTL_CERT", pki.path("client.pem"))
+        .env("ETCDCTL_KEY", pki.path("client.key"));
+    let (code, out, err) = output(d);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "10.9.0.1\n1\n");
+    sk.signal(Signal::SIGTERM);
+    assert_eq!(sk.wait_exit(Duration::from_secs(3)).await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_refusals_name_the_problem() {
+    let pki = Pki::new();
+    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_tls(pki.etcd_files())).await;
+    let get = |extra: &[&std::ffi::OsStr]| {
+        let mut d = tool("discover", &etcd);
+        d.args([
+            "get",
+            "/services",
+            "--dial-timeout",
+            "2s",
+            "--command-timeout",
+            "3s",
+        ])
+        .args(extra);
+        output(d)
+    };
+    // A CA that did not sign etcd's certificate.
+    let (code, _, err) = get(&[
+        "--cacert".as_ref(),
+        pki.path("other-ca.pem").as_os_str(),
+        "--cert".as_ref(),
+        pki.path("client.pem").as_os_str(),
+        "--tls-key".as_ref(),
+        pki.path("client.key").as_os_str(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.to_lowercase().contains("issuer"),
+        "wrong CA: {err}"
+    );
+    println!("SECURITY wrong CA -> exit {code}: {}", err.trim());
+    // No client certificate, while etcd requires one.
+    let (code, _, err) = get(&["--cacert".as_ref(), pki.path("ca.pem").as_os_str()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.to_lowercase().contains("certificate"),
+        "missing client cert: {err}"
+    );
+    println!(
+        "SECURITY no client certificate -> exit {code}: {}",
+        err.trim()
+    );
+    // A client certificate from another CA.
+    let (code, _, err) = get(&[
+        "--cacert".as_ref(),
+        pki.path("ca.pem").as_os_str(),
+        "--cert".as_ref(),
+        pki.path("stranger.pem").as_os_str(),
+        "--tls-key".as_ref(),
+        pki.path("stranger.key").as_os_str(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("TLS handshake"), "foreign client cert: {err}");
+    // Plain http against a TLS port: it says it got no answer, naming the endpoint.
+    let plain = etcd.endpoint(0).replace("https://", "http://");
+    let mut d = Proc::command("discover");
+    d.args([
+        "get",
+        "/services",
+        "--endpoints",
+        &plain,
+        "--dial-timeout",
+        "1s",
+        "--command-timeout",
+        "2s",
+    ]);
+    let (code, _, err) = output(d);
+    assert_ne!(code, 0);
+    assert!(err.contains(&plain), "{err}");
+    // The sidekick refuses the same way (exit 2), rather than retrying forever.
+    let mut sk = tool("sidekick", &etcd);
+    sk.args(["--key", "/services/x/1", "--ip", "10.9.0.1"])
+        .arg("--cacert")
+        .arg(pki.path("other-ca.pem"))
+        .arg("--cert")
+        .arg(pki.path("client.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("client.key"));
+    let (code, _, err) = output(sk);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restricted_user_works_and_its_password_shows_nowhere() {
+    let mut etcd = EtcdCluster::single().await;
+    enable_auth(&etcd);
+    etcd.set_raw_user("root", ROOT_PASSWORD);
+    let pw_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pw_file.path(), format!("{SIDEKICK_PASSWORD}\n")).unwrap();
+
+    // sidekick as user sidekick, the password from the environment.
+    let mut sk = tool("sidekick", &etcd);
+    sk.args(["--key", "/services/api/1", "--ip", "10.9.0.2", "--ttl", "3"])
+        .env("ETCDCTL_USER", "sidekick")
+        .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD)
+        .env("RUST_LOG", "trace");
+    let sk = Proc::spawn(sk);
+    // discover with the password in a file, running a child.
+    let dir = tempfile::tempdir().unwrap();
+    let env_dump = dir.path().join("env");
+    let mut d = tool("discover", &etcd);
+    d.args([
+        "watch",
+        "/services/api",
+        "--user",
+        "sidekick",
+        "--password-file",
+    ])
+    .arg(pw_file.path())
+    .args(["--exec", "sh", "-c"])
+    .arg(format!("env > {}; exec sleep 60", env_dump.display()))
+    .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD)
+    .env("ETCDCTL_PASSWORD_FILE", pw_file.path())
+    .env("RUST_LOG", "trace");
+    let d = Proc::spawn(d);
+    let env = eventually(Duration::from_secs(10), "the child's environment", || {
+        std::fs::read_to_string(&env_dump)
+            .ok()
+            .filter(|e| e.contains("SERVICES_API=10.9.0.2"))
+    })
+    .await;
+    let client = etcd
+        .connect_options()
+        .with_user("sidekick", discovery::Password::new(SIDEKICK_PASSWORD))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get("/services/api/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"10.9.0.2"
+    );
+
+    // The password is in no command line, no log line, no child environment.
+    for p in [&sk, &d] {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid())).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(SIDEKICK_PASSWORD),
+            "password in argv"
+        );
+        assert!(
+            !p.stderr().contains(SIDEKICK_PASSWORD),
+            "password in the logs:\n{}",
+            p.stderr()
+        );
+        assert!(
+            !p.stderr().contains("PATH="),
+            "the logs never dump the environment"
+        );
+    }
+    assert!(
+        !env.contains(SIDEKICK_PASSWORD) && !env.contains("ETCDCTL_PASSWORD="),
+        "password in the child's env:\n{env}"
+    );
+    let child = harness::proc::descendants(d.pid())[0];
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains(SIDEKICK_PASSWORD));
+
+    // Outside the role: refused with a clear error, exit 2.
+    let mut outside = tool("sidekick", &etcd);
+    outside
+        .args(["--key", "/other/api/1", "--ip", "10.9.0.3"])
+        .env("ETCDCTL_USER", "sidekick")
+        .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD);
+    let (code, _, err) = output(outside);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("/other/api/1") && err.contains("permission denied") && err.contains("grant"),
+        "{err}"
+    );
+    println!(
+        "SECURITY write outside the role -> exit {code}: {}",
+        err.lines().last().unwrap_or_default()
+    );
+    let mut get = tool("discover", &etcd);
+    get.args(["get", "/other"])
+        .env("ETCDCTL_USER", "sidekick")
+        .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD);
+    let (code, _, err) = output(get);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    // A wrong password is refused, naming the user and not the password.
+    let mut bad = tool("discover", &etcd);
+    bad.args(["get", "/services"])
+        .env("ETCDCTL_USER", "sidekick")
+        .env("ETCDCTL_PASSWORD", "nope-nope");
+    let (code, _, err) = output(bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("refused the credentials")
+            && err.contains("\"sidekick\"")
+            && !err.contains("nope-nope"),
+        "{err}"
+    );
+    // etcdctl's user:password form is fine in the environment (never on argv).
+    let mut envform = tool("discover", &etcd);
+    envform
+        .args(["get", "/services/api", "--format", "values"])
+        .env("ETCDCTL_USER", format!("sidekick:{SIDEKICK_PASSWORD}"));
+    let (code, out, err) = output(envform);
+    assert_eq!((code, out.as_str()), (0, "10.9.0.2\n"), "{err}");
+    let _ = bin_path("sidekick");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_token_is_renewed() {
+    let mut etcd = EtcdCluster::start(EtcdConfig::new(1).with_arg("--auth-token-ttl=1")).await;
+    enable_auth(&etcd);
+    etcd.set_raw_user("root", ROOT_PASSWORD);
+    let client = etcd
+        .connect_options()
+        .with_user("sidekick", discovery::Password::new(SIDEKICK_PASSWORD))
+        .connect()
+        .await
+        .unwrap();
+    client.put("/services/tok/1", "a").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the token is gone
+    client
+        .put("/services/tok/1", "b")
+        .await
+        .expect("re-authenticated");
+    assert_eq!(
+        client
+            .get("/services/tok/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value(),
+        b"b"
+    );
+
+    // A long-running watch across an etcd restart (which forgets every
+    // simple token) resumes by authenticating again.
+    let mut w = tool("discover", &etcd);
+    w.args(["watch", "/services/tok"])
+        .env("ETCDCTL_USER", "sidekick")
+        .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD);
+    let w = Proc::spawn(w);
+    w.wait_stdout(Duration::from_secs(10), "get line", |l| {
+        l.contains("\"get\"")
+    })
+    .await;
+    etcd.kill(0);
+    etcd.restart(0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.put("/services/tok/1", "c").await.unwrap();
+    w.wait_stdout(
+        Duration::from_secs(10),
+        "the event after the restart",
+        |l| l.contains("\"value\":\"c\""),
+    )
+    .await;
+}
