@@ -591,13 +591,30 @@ impl Client {
     pub(crate) async fn call<T, F, Fut>(
         &self,
         op: &'static str,
+        request: F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_within(op, self.timeout, request).await
+    }
+
+    /// [`Client::call`] with a tighter bound than the request timeout, for
+    /// loops that must notice a frozen member sooner (a keep-alive loop
+    /// waits at most one interval).
+    pub(crate) async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        limit: Duration,
         mut request: F,
     ) -> Result<T, etcd_client::Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let limit = limit.min(self.timeout);
+        let deadline = tokio::time::Instant::now() + limit;
         let attempts = if self.endpoints.len() > 1 {
             3 * self.endpoints.len()
         } else {
@@ -610,8 +627,7 @@ impl Client {
                 Err(_) => {
                     return Err(etcd_client::Error::GRpcStatus(
                         tonic::Status::deadline_exceeded(format!(
-                            "no answer to {op} within {:?}",
-                            self.timeout
+                            "no answer to {op} within {limit:?}"
                         )),
                     ));
                 }

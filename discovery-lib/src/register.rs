@@ -398,6 +398,12 @@ impl Actor {
         }
     }
 
+    /// How long one etcd request of this loop may take: at most a
+    /// keep-alive interval, so that a frozen member is left in time.
+    fn op_limit(&self) -> Duration {
+        self.interval.max(Duration::from_secs(1))
+    }
+
     fn failed(&mut self, e: Error) {
         if !e.is_transient() {
             warn!(key = %self.key, error = %e, "etcd refuses the registration");
@@ -629,7 +635,7 @@ impl Actor {
         let ttl = self.ttl.as_secs() as i64;
         let granted = self
             .client
-            .call("grant", || {
+            .call_within("grant", self.op_limit(), || {
                 let mut lc = self.client.lease();
                 async move { lc.grant(ttl, None).await }
             })
@@ -650,7 +656,7 @@ impl Actor {
     async fn try_adopt(&mut self, value: &[u8]) -> Result<bool> {
         let got = self
             .client
-            .call("get", || {
+            .call_within("get", self.op_limit(), || {
                 let (mut kv, key) = (self.client.kv(), self.key.clone());
                 async move { kv.get(key, None).await }
             })
@@ -665,7 +671,7 @@ impl Actor {
         let id = existing.lease();
         let ttl = self
             .client
-            .call("lease time-to-live", || {
+            .call_within("lease time-to-live", self.op_limit(), || {
                 let mut lc = self.client.lease();
                 async move {
                     lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
@@ -689,13 +695,14 @@ impl Actor {
     }
 
     async fn open_keeper(&mut self) -> std::result::Result<(), etcd_client::Error> {
+        let limit = self.op_limit();
         let Some(lease) = self.lease.as_mut() else {
             return Ok(());
         };
         let id = lease.id;
         let client = &self.client;
         let (keeper, stream) = client
-            .call("keep alive", || {
+            .call_within("keep alive", limit, || {
                 let mut lc = client.lease();
                 async move { lc.keep_alive(id).await }
             })
@@ -714,7 +721,7 @@ impl Actor {
         let opts = etcd_client::WatchOptions::new().with_start_revision(from);
         match self
             .client
-            .call("watch", || {
+            .call_within("watch", self.op_limit(), || {
                 let (mut wc, key, opts) =
                     (self.client.watch_client(), self.key.clone(), opts.clone());
                 async move { wc.watch(key, Some(opts)).await }
@@ -731,7 +738,7 @@ impl Actor {
     async fn put(&self, value: &[u8], lease: i64) -> std::result::Result<i64, etcd_client::Error> {
         let resp = self
             .client
-            .call("put", || {
+            .call_within("put", self.op_limit(), || {
                 let (mut kv, key, value) = (self.client.kv(), self.key.clone(), value.to_vec());
                 async move {
                     kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
@@ -749,7 +756,7 @@ impl Actor {
         let id = lease.id;
         let revoked = self
             .client
-            .call("revoke", || {
+            .call_within("revoke", self.op_limit(), || {
                 let mut lc = self.client.lease();
                 async move { lc.revoke(id).await }
             })

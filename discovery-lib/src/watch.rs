@@ -62,8 +62,8 @@ impl WatchOptions {
     pub const fn new() -> Self {
         Self {
             start_revision: 0,
-            liveness: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(3),
+            liveness: Duration::from_secs(3),
+            probe_timeout: Duration::from_secs(2),
             buffer: 1024,
             progress_marks: false,
             include_self: false,
@@ -242,6 +242,7 @@ impl Client {
             backoff: Backoff::for_watch(),
             down_since: None,
             attempt: 0,
+            reauthenticated: false,
         };
         tokio::spawn(engine.run());
         Ok((
@@ -333,6 +334,9 @@ struct Engine {
     backoff: Backoff,
     down_since: Option<SystemTime>,
     attempt: u32,
+    /// The token was refreshed after a permission refusal and no stream has
+    /// worked since: a second refusal is real.
+    reauthenticated: bool,
 }
 
 impl Engine {
@@ -387,6 +391,7 @@ impl Engine {
     }
 
     fn healthy(&mut self, member: u64) {
+        debug!(prefix = %self.prefix, from = self.rev + 1, member = format_args!("{member:x}"), "watch live");
         if self.down_since.take().is_some() {
             info!(
                 prefix = %self.prefix,
@@ -478,8 +483,11 @@ impl Engine {
             .with_start_revision(self.rev + 1);
         let client = &self.client;
         let start = &self.range.0;
+        // A healthy member answers a watch at once; do not wait the full
+        // request timeout on a frozen one.
+        let limit = self.opts.probe_timeout + Duration::from_secs(1);
         let opened = self
-            .guard(client.call("watch", || {
+            .guard(client.call_within("watch", limit, || {
                 let (mut wc, start, opts) = (client.watch_client(), start.clone(), opts.clone());
                 async move { wc.watch(start, Some(opts)).await }
             }))
@@ -511,6 +519,15 @@ impl Engine {
                         if resp.canceled() {
                             let reason = resp.cancel_reason().to_owned();
                             if reason.contains("permission denied") {
+                                // etcd 3.4 refuses a watch made with an expired or
+                                // forgotten token the same way as one the user may
+                                // not make: try once more with a fresh token.
+                                if !self.reauthenticated && self.client.inner.refresh_token().await.is_ok() {
+                                    self.reauthenticated = true;
+                                    return Ok(Flow::Reconnect(
+                                        "etcd refused the watch; authenticated again".into(),
+                                    ));
+                                }
                                 return Err(Error::PermissionDenied {
                                     op: "watch",
                                     key: self.prefix.to_string(),
@@ -523,6 +540,7 @@ impl Engine {
                                 format!("etcd cancelled the watch: {reason}")
                             }));
                         }
+                        self.reauthenticated = false;
                         if !self.apply(resp.events()).await {
                             return Ok(Flow::Stop);
                         }

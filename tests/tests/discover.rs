@@ -386,10 +386,12 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
         )
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(8)).await;
     }
     let burst = t.elapsed();
-    assert!(burst < Duration::from_millis(1500), "burst took {burst:?}");
+    assert!(
+        burst < Duration::from_secs(1),
+        "the burst itself took {burst:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarts = starts(&log).len() - 1;
     assert!(
@@ -454,11 +456,24 @@ async fn a_child_ignoring_sigterm_is_killed_and_nothing_is_left_behind() {
     .await;
     // The orphans (sleep 0.3) are reparented to discover and reaped: no zombie.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let zombies: Vec<i32> = descendants(p.pid())
+    // A zombie may exist for the instant between a child's exit and its
+    // reaping; one that is still there half a second later was never reaped.
+    let zombies = || -> Vec<i32> {
+        descendants(p.pid())
+            .into_iter()
+            .filter(|pid| proc_state(*pid) == Some('Z'))
+            .collect()
+    };
+    let first = zombies();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lasting: Vec<i32> = zombies()
         .into_iter()
-        .filter(|pid| proc_state(*pid) == Some('Z'))
+        .filter(|z| first.contains(z))
         .collect();
-    assert!(zombies.is_empty(), "zombies under discover: {zombies:?}");
+    assert!(
+        lasting.is_empty(),
+        "zombies left unreaped under discover: {lasting:?}"
+    );
     let direct: Vec<i32> = descendants(p.pid())
         .into_iter()
         .filter(|pid| harness::proc::parent_pid(*pid) == Some(p.pid()))
