@@ -776,12 +776,9 @@ impl Actor {
         // key still goes away within the TTL.
         self.keeper = None;
         self.key_watch = None;
-        if let Some(l) = &self.lease {
-            if l.confirmed.elapsed() > l.granted + self.client.request_timeout() {
-                // Long expired by now; nothing left to revoke.
-                self.lose_lease();
-            }
-        }
+        // Always revoke, however long etcd was away: a restarted etcd renews
+        // every lease, so the key may well still be there. An expired lease
+        // answers "not found", which is fine.
         self.revoke().await?;
         if *self.state.borrow() != RegistrationState::Withdrawn {
             self.state.send_replace(RegistrationState::Withdrawn);

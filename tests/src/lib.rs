@@ -15,6 +15,7 @@ pub mod pki;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;
+pub mod tcp_proxy;
 pub mod wait;
 
 pub use docker::{Docker, TEST_IMAGE, TestContainer};

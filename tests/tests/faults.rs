@@ -1,0 +1,483 @@
+//! Fault injection against real etcd clusters and the real binaries, each
+//! fault with a measured figure (printed as FAULT lines).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use harness::audit::{gaps_and_duplicates, history};
+use harness::docker::{ContainerSpec, FLANNEL_NETWORK, unique_name};
+use harness::proc::{Proc, discover, sidekick};
+use harness::{Docker, Etcd, EtcdCluster, RawWatch};
+use tokio::time::Instant;
+
+/// Puts to `prefix/k{i%10}` every `every` until stopped, through our
+/// library (which moves past dead members), retrying failures. Returns the
+/// ("key=value", acknowledged at) pairs.
+fn writer(
+    client: discovery::Client,
+    prefix: &str,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(String, Instant)>> {
+    let prefix = prefix.to_owned();
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let value = format!("w{i}");
+            let key = format!("{prefix}/k{}", i % 10);
+            if client.put(&key, value.clone()).await.is_ok() {
+                acked.push((format!("{key}={value}"), Instant::now()));
+            }
+            i += 1;
+            tokio::time::sleep(every).await;
+        }
+        acked
+    })
+}
+
+/// The revisions of discover's event lines (after its get lines).
+fn event_revisions(p: &Proc) -> Vec<i64> {
+    p.stdout_json()
+        .iter()
+        .filter(|v| v["action"] != "get")
+        .map(|v| v["revision"].as_i64().unwrap())
+        .collect()
+}
+
+fn absences(raw: &RawWatch, key: &str) -> (usize, Duration) {
+    let mut deleted_at: Option<Instant> = None;
+    let mut count = 0;
+    let mut longest = Duration::ZERO;
+    for e in raw.events().iter().filter(|e| e.key == key) {
+        match (e.put, deleted_at) {
+            (false, None) => {
+                deleted_at = Some(e.at);
+                count += 1;
+            }
+            (true, Some(t)) => {
+                longest = longest.max(e.at - t);
+                deleted_at = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = deleted_at {
+        longest = longest.max(t.elapsed());
+    }
+    (count, longest)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_killed_ten_times() {
+    let mut cluster = EtcdCluster::new(3).await;
+    let key = "/services/api/1";
+    let raw = RawWatch::start(&cluster, key).await;
+    let mut sk = sidekick(&cluster, &["--key", key, "--ip", "10.9.0.1", "--ttl", "4"]);
+    sk.env("RUST_LOG", "info");
+    let sk = Proc::spawn(sk);
+    raw.wait_for(Duration::from_secs(10), "registered", |e| e.put)
+        .await;
+    let w = Proc::spawn(discover(&cluster, &["watch", "/services"]));
+    let get = w
+        .wait_stdout(Duration::from_secs(10), "get line", |l| {
+            l.contains("\"get\"")
+        })
+        .await;
+    let start: i64 = serde_json::from_str::<serde_json::Value>(&get).unwrap()["revision"]
+        .as_i64()
+        .unwrap();
+
+    // Eight writers: a put in flight when the leader dies is a proposal
+    // etcd drops, and it waits out its request timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for n in 0..8 {
+        let c = cluster
+            .connect_options()
+            .with_request_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap();
+        writers.push(writer(
+            c,
+            &format!("/services/audit/w{n}"),
+            Duration::from_millis(20),
+            stop.clone(),
+        ));
+    }
+    let mut elections = Vec::new();
+    for _ in 0..10 {
+        let leader = cluster.leader().await;
+        let t = Instant::now();
+        cluster.kill(leader);
+        cluster.leader().await;
+        elections.push(t.elapsed());
+        cluster.restart(leader).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let last = cluster.revision().await;
+    let want = format!("\"revision\":{last},");
+    w.wait_stdout(Duration::from_secs(20), "discover caught up", |l| {
+        l.contains(&want)
+    })
+    .await;
+    let hist = history(&cluster, "/services/", start + 1, last).await;
+    let got = event_revisions(&w);
+    let (missing, dups) = gaps_and_duplicates(&got, &hist);
+    assert!(
+        missing.is_empty() && dups.is_empty(),
+        "missing {missing:?} duplicated {dups:?}"
+    );
+    assert_eq!(got, hist.iter().map(|e| e.0).collect::<Vec<_>>());
+    let (deletes, longest) = absences(&raw, key);
+    assert!(
+        longest < Duration::from_secs(4),
+        "registration absent for {longest:?} (TTL 4s)\n{}",
+        sk.dump()
+    );
+    println!(
+        "FAULT 1 leader killed 10x (new leader after median {:?}, max {:?}): registration absent {deletes} times, longest {longest:?} (TTL 4s); \
+         discover audit {} events == etcd history {}..={}, 0 missing, 0 duplicated; {} writes acknowledged",
+        median(elections.clone()),
+        elections.iter().max().unwrap(),
+        got.len(),
+        start + 1,
+        last,
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_down_for_thirty_seconds() {
+    let mut etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let a = docker
+        .run(ContainerSpec::new(unique_name("down-a")).tcp(1))
+        .await;
+    let b = docker
+        .run(
+            ContainerSpec::new(unique_name("down-b"))
+                .tcp(1)
+                .network(FLANNEL_NETWORK),
+        )
+        .await;
+    let old_b = b.ip(FLANNEL_NETWORK).await.unwrap();
+    let ska = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            "/services/a/1",
+            "--container",
+            a.name(),
+            "--ttl",
+            "4",
+        ],
+    ));
+    let skb = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            "/services/b/1",
+            "--container",
+            b.name(),
+            "--ttl",
+            "4",
+        ],
+    ));
+    let w = Proc::spawn(discover(&etcd, &["watch", "/services"]));
+    w.wait_stdout(Duration::from_secs(10), "get line", |l| {
+        l.contains("\"get\"")
+    })
+    .await;
+    w.wait_stdout(Duration::from_secs(10), "b registered", |l| {
+        l.contains("/services/b/1") && l.contains("\"set\"")
+    })
+    .await;
+    w.wait_stdout(Duration::from_secs(10), "a registered", |l| {
+        l.contains("/services/a/1") && l.contains("\"set\"")
+    })
+    .await;
+
+    // etcd goes away for 30 s; meanwhile a stops and b moves.
+    etcd.kill(0);
+    let down = Instant::now();
+    a.stop().await;
+    b.stop().await;
+    let squatter = unique_name("squat");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &squatter,
+            "--label",
+            "discovery-test=1",
+            "--network",
+            FLANNEL_NETWORK,
+            "--ip",
+            &old_b,
+        ])
+        .arg(format!(
+            "{}:{}",
+            harness::TEST_IMAGE.0,
+            harness::TEST_IMAGE.1
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    b.start().await;
+    let new_b = b.ip(FLANNEL_NETWORK).await.unwrap();
+    assert_ne!(new_b, old_b);
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    etcd.restart(0).await;
+    let up = Instant::now();
+    let client = etcd.client().await;
+    let (mut a_gone, mut b_moved) = (None, None);
+    let deadline = up + Duration::from_secs(5);
+    while (a_gone.is_none() || b_moved.is_none()) && Instant::now() < deadline {
+        if a_gone.is_none() && client.get("/services/a/1").await.ok().flatten().is_none() {
+            a_gone = Some(up.elapsed());
+        }
+        if b_moved.is_none()
+            && client
+                .get("/services/b/1")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|n| n.value_str() == Some(&new_b))
+        {
+            b_moved = Some(up.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a_gone, b_moved) = (
+        a_gone.expect("a deregistered"),
+        b_moved.expect("b at its new address"),
+    );
+    assert!(
+        a_gone < Duration::from_secs(2) && b_moved < Duration::from_secs(2),
+        "a gone {a_gone:?}, b moved {b_moved:?}\n{}\n{}",
+        ska.dump(),
+        skb.dump()
+    );
+    // discover resumed and printed the right lines.
+    let del = w
+        .wait_stdout(Duration::from_secs(10), "the delete of a", |l| {
+            l.contains("\"delete\"") && l.contains("/services/a/1")
+        })
+        .await;
+    let set = w
+        .wait_stdout(Duration::from_secs(10), "the set of b", |l| {
+            l.contains("\"set\"") && l.contains(&new_b)
+        })
+        .await;
+    let set: serde_json::Value = serde_json::from_str(&set).unwrap();
+    assert!(del.contains("prevNode"));
+    assert_eq!(
+        set["prevNode"]["value"],
+        serde_json::json!(old_b),
+        "a set with prevNode"
+    );
+    println!(
+        "FAULT 2 etcd down 30s (TTL 4s): after etcd answered, the stopped container's key was gone in {a_gone:?} and the moved one re-registered at its new address in {b_moved:?}; discover printed the delete and the set (prevNode {old_b})"
+    );
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &squatter])
+        .output();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_member_is_left_behind() {
+    let mut cluster = EtcdCluster::new(3).await;
+    let key = "/services/api/1";
+    let raw = RawWatch::start(&cluster, key).await;
+    let _sk = Proc::spawn(sidekick(&cluster, &["--key", key, "--ip", "10.9.0.1"]));
+    raw.wait_for(Duration::from_secs(10), "registered", |e| e.put)
+        .await;
+    let w = Proc::spawn(discover(&cluster, &["watch", "/services"]));
+    let live = w
+        .wait_stderr(Duration::from_secs(10), "the watch's member", |l| {
+            l.contains("watch live")
+        })
+        .await;
+    let member = live
+        .split("member=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let frozen = cluster
+        .member_index(u64::from_str_radix(member, 16).unwrap())
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for n in 0..4 {
+        let c = cluster
+            .connect_options()
+            .with_request_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap();
+        writers.push(writer(
+            c,
+            &format!("/services/stall/w{n}"),
+            Duration::from_millis(100),
+            stop.clone(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.freeze(frozen);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    cluster.thaw(frozen);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let last = cluster.revision().await;
+    w.wait_stdout(Duration::from_secs(20), "discover caught up", |l| {
+        l.contains(&format!("\"revision\":{last},"))
+    })
+    .await;
+    let seen: HashMap<String, Instant> = w
+        .stdout_timed()
+        .into_iter()
+        .filter_map(|(t, l)| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            Some((
+                format!(
+                    "{}={}",
+                    v["node"]["key"].as_str()?,
+                    v["node"]["value"].as_str()?
+                ),
+                t,
+            ))
+        })
+        .collect();
+    let delays: Vec<Duration> = acked
+        .iter()
+        .map(|(kv, t)| {
+            seen.get(kv)
+                .map(|s| s.saturating_duration_since(*t))
+                .unwrap_or_else(|| panic!("{kv} never printed"))
+        })
+        .collect();
+    let worst = *delays.iter().max().unwrap();
+    let (deletes, longest) = absences(&raw, key);
+    assert!(
+        worst < Duration::from_secs(16),
+        "discover stalled {worst:?} (2 x TTL = 16s)"
+    );
+    assert_eq!(deletes, 0, "the registration never lapsed");
+    println!(
+        "FAULT 3 member m{frozen} (serving discover's watch) frozen 20s: longest put-to-line stall {worst:?} (limit 2 x TTL = 16s), median {:?}; registration never absent ({deletes} deletes, {longest:?}); {} writes",
+        median(delays.clone()),
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_resyncs_after_compaction_past_it() {
+    let etcd = Etcd::single().await;
+    let all = etcd.client().await;
+    for k in ["a", "b", "c"] {
+        all.put(&format!("/services/r/{k}"), "1").await.unwrap();
+    }
+    // discover reaches etcd only through a proxy that we cut: etcd itself
+    // stays up, applies the writes and the compaction.
+    let proxy = harness::tcp_proxy::TcpProxy::start(etcd.endpoint(0).trim_start_matches("http://"));
+    let w = Proc::spawn(discover(
+        &etcd,
+        &["watch", "/services/r", "--endpoints", &proxy.endpoint()],
+    ));
+    w.wait_stdout(Duration::from_secs(10), "get line", |l| {
+        l.contains("\"get\"")
+    })
+    .await;
+    proxy.cut();
+    w.wait_stderr(Duration::from_secs(10), "the disconnect", |l| {
+        l.contains("watch disconnected")
+    })
+    .await;
+    let mut c = etcd.raw_client().await;
+    c.put("/services/r/a", "2", None).await.unwrap();
+    c.put("/services/r/b", "1", None).await.unwrap();
+    c.delete("/services/r/c", None).await.unwrap();
+    c.put("/services/r/d", "1", None).await.unwrap();
+    c.put("/services/r/e", "1", None).await.unwrap();
+    let r = c
+        .delete("/services/r/e", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(r).await;
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let lines: Vec<serde_json::Value> = w
+            .stdout_json()
+            .into_iter()
+            .filter(|v| v["resync"] == true)
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no resync within 20s of reconnecting\n{}",
+            w.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let got: Vec<(String, String, Option<String>)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["action"].as_str().unwrap().to_owned(),
+                v["node"]["key"].as_str().unwrap().to_owned(),
+                v["prevNode"]["value"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("set".into(), "/services/r/a".into(), Some("1".into())),
+            ("delete".into(), "/services/r/c".into(), Some("1".into())),
+            ("set".into(), "/services/r/d".into(), None),
+        ],
+        "{}",
+        w.dump()
+    );
+    // Nothing else arrived as if it were live (b's same-value write, e's put and delete).
+    let events = w
+        .stdout_json()
+        .into_iter()
+        .filter(|v| v["action"] != "get")
+        .count();
+    assert_eq!(events, 3, "{}", w.dump());
+    println!(
+        "FAULT 4 compaction past a disconnected discover: exactly 3 resync lines (set a, delete c, set d), marked \"resync\":true"
+    );
+}
