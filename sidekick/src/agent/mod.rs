@@ -407,10 +407,11 @@ async fn report(
 ) {
     let mut notifier = Notifier::new();
     let mut last_reg = RegistrationState::Starting;
+    let mut counted = Counted::default();
     loop {
         let r = reg.borrow_and_update().clone();
         let s = seen.borrow_and_update().clone();
-        count(&metrics, &last_reg, &r);
+        count(&metrics, &mut counted, &last_reg, &r);
         last_reg = r.clone();
         let status = match (&r, &s) {
             (RegistrationState::Refused { error }, _) => format!("etcd refuses {key}: {error}"),
@@ -480,48 +481,41 @@ async fn report(
     }
 }
 
-fn count(m: &Metrics, before: &RegistrationState, now: &RegistrationState) {
+/// What the counters remember between state changes.
+#[derive(Default)]
+struct Counted {
+    /// The lease and value last seen registered.
+    registered: Option<(discovery::LeaseId, Vec<u8>)>,
+    /// The registration was withdrawn on purpose since then.
+    withdrawn: bool,
+}
+
+/// Update the counters for a state change. A confirmation after an outage
+/// (same lease, same value) is neither a grant nor a registration; a lease
+/// counts as lost when a new one replaces it without a withdrawal between.
+fn count(m: &Metrics, c: &mut Counted, before: &RegistrationState, now: &RegistrationState) {
     use RegistrationState::*;
-    match (before, now) {
-        (
-            Registered {
-                lease: a,
-                value: va,
-                ..
-            },
-            Registered {
-                lease: b,
-                value: vb,
-                ..
-            },
-        ) => {
-            if a != b {
+    match now {
+        Registered { lease, value, .. } => {
+            let (grant, register) = match c.registered.as_ref() {
+                Some((l, v)) => (l != lease, l != lease || v != value),
+                None => (true, true),
+            };
+            if grant {
                 m.lease_grants.inc();
+                if c.registered.is_some() && !c.withdrawn {
+                    m.lease_losses.inc();
+                }
             }
-            if a != b || va != vb {
+            if register {
                 m.registrations.inc();
             }
+            c.registered = Some((*lease, value.clone()));
+            c.withdrawn = false;
         }
-        (_, Registered { .. }) => {
-            m.lease_grants.inc();
-            m.registrations.inc();
-        }
-        (
-            Retrying {
-                lease_lost: false, ..
-            },
-            Retrying {
-                lease_lost: true, ..
-            },
-        ) => {
-            m.lease_losses.inc();
-        }
-        (Retrying { .. }, Retrying { .. }) => {}
-        (_, Retrying { lease_lost, .. }) => {
+        Withdrawn | Stopped => c.withdrawn = true,
+        Retrying { .. } if !matches!(before, Retrying { .. }) => {
             m.keepalive_failures.inc();
-            if *lease_lost {
-                m.lease_losses.inc();
-            }
         }
         _ => {}
     }

@@ -155,5 +155,19 @@ mod tests {
             proptest::prop_assert_eq!(got, bytes);
             proptest::prop_assert!(!line.contains('\n'));
         }
+
+        /// Any bytes as a key round-trip too (`key` or `keyBase64`).
+        #[test]
+        fn keys_round_trip(bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..48)) {
+            let (key, key_b64) = key_fields(&bytes);
+            let n = JsonNode { key, key_b64, dir: None, value: Some(""), value_b64: None, nodes: None, created: None, modified: Some(1), ttl: None };
+            let back: serde_json::Value = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+            let got = match (back.get("key"), back.get("keyBase64")) {
+                (Some(serde_json::Value::String(s)), None) => s.as_bytes().to_vec(),
+                (None, Some(serde_json::Value::String(s))) => B64.decode(s).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            proptest::prop_assert_eq!(got, bytes);
+        }
     }
 }
