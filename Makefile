@@ -62,7 +62,7 @@ test-only:
 	fi
 	$(CARGO) test --workspace --doc
 
-test: deps image sweep fmt-check clippy test-only
+test: deps image sweep fmt-check clippy doc test-only
 	@$(MAKE) --no-print-directory sweep
 
 install:
@@ -78,6 +78,12 @@ install:
 	for d in node-web node-worker node-watch-inline; do \
 	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
 	done
+
+# Benchmarks against the chapter's bash sidekick, etcdctl and a bare watch;
+# rewrites BENCHMARKS.md (about 10 minutes; run on an otherwise idle machine).
+bench: deps image
+	$(CARGO) build --release -p sidekick -p discovery-tests --bins
+	./target/release/bench --out BENCHMARKS.md
 
 # The main job, narrated, on a throwaway etcd and a locally built container.
 demo: deps image

@@ -16,12 +16,16 @@ check() {
 }
 
 check protobuf-compiler protoc      # etcd-client's build needs protoc
+# ...and the well-known types it imports (google/protobuf/descriptor.proto),
+# which protobuf-compiler only recommends: --no-install-recommends skips them.
+check libprotobuf-dev /usr/include/google/protobuf/descriptor.proto
 check etcd-server etcd              # the real etcd the tests start
 check etcd-client etcdctl           # peers in benchmarks, demo narration
 check busybox-static /bin/busybox   # the static binary in the test image
 check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
 check openssl openssl               # certificates for the TLS tests
+check memcached /usr/bin/memcached  # node-web against a real memcached
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
