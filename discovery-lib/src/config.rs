@@ -42,7 +42,11 @@ impl ConfigOptions {
     }
 }
 
-/// A live, typed configuration. Dropping it stops the watch behind it.
+/// A live, typed configuration.
+///
+/// The watch behind it runs while this value or any receiver taken from
+/// [`ConfigWatch::values`] or [`ConfigWatch::into_parts`] is alive, and
+/// stops once all are dropped (or on [`ConfigWatch::cancel`]).
 #[derive(Debug)]
 pub struct ConfigWatch<T> {
     values: watch::Receiver<Arc<T>>,
@@ -70,10 +74,20 @@ impl<T> ConfigWatch<T> {
     pub async fn next_error(&mut self) -> Option<Error> {
         self.errors.recv().await
     }
-}
 
-impl<T> Drop for ConfigWatch<T> {
-    fn drop(&mut self) {
+    /// The receiver of good values and the channel of rejected updates,
+    /// apart. The watch runs while the values receiver (or a clone) lives.
+    pub fn into_parts(self) -> (watch::Receiver<Arc<T>>, mpsc::Receiver<Error>) {
+        (self.values, self.errors)
+    }
+
+    /// The state of the watch behind it (live, reconnecting since when).
+    pub fn status(&self) -> watch::Receiver<crate::watch::WatchStatus> {
+        self.handle.status()
+    }
+
+    /// Stop the watch now, whoever still holds a receiver.
+    pub fn cancel(&self) {
         self.handle.cancel();
     }
 }
@@ -130,7 +144,7 @@ impl Client {
         let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = snapshot
             .nodes
             .into_iter()
-            .map(|n| (n.key, n.value))
+            .map(|n| (n.key.to_vec(), n.value.to_vec()))
             .collect();
         let raw = options.raw_values;
         let (first, mut last_doc) = decode::<T, V>(&prefix, &entries, raw, &validate)?;
@@ -140,7 +154,15 @@ impl Client {
         tokio::spawn(async move {
             let prefix = task_prefix;
             let mut dirty = false;
-            while let Some(msg) = stream.recv().await {
+            loop {
+                let msg = tokio::select! {
+                    // Nobody is left to read the configuration.
+                    _ = tx.closed() => break,
+                    m = stream.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 match msg {
                     Ok(WatchMessage::Event(e)) => {
                         if e.action == Action::Update {
@@ -148,9 +170,9 @@ impl Client {
                         }
                         dirty = true;
                         if e.action == Action::Delete {
-                            entries.remove(&e.node.key);
+                            entries.remove(e.node.key.as_ref());
                         } else {
-                            entries.insert(e.node.key, e.node.value);
+                            entries.insert(e.node.key.to_vec(), e.node.value.to_vec());
                         }
                     }
                     Ok(WatchMessage::Progress { revision }) if dirty => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Class, Error, Result, classify};
+use crate::pool::Pool;
 use crate::retry::Backoff;
 
 /// A password that never shows up in `Debug` output or logs.
@@ -341,18 +342,13 @@ impl ConnectOptions {
         let urls = self.validate()?;
         let joined = urls.join(", ");
         let opts = self.client_options()?;
-        let inner = match etcd_client::Client::connect(&urls, Some(opts)).await {
-            Ok(c) => c,
-            Err(e) => return Err(self.diagnose(&urls, &joined, &e).await),
-        };
         let client = Client {
-            inner,
-            endpoints: Arc::new(urls.clone()),
+            pool: Arc::new(Pool::new(urls.clone(), opts)),
             timeout: self.request_timeout,
         };
         let status = client
-            .call("status", || {
-                let mut m = client.inner.maintenance_client();
+            .call("status", |c| {
+                let mut m = c.maintenance();
                 async move { m.status().await }
             })
             .await;
@@ -425,7 +421,7 @@ impl ConnectOptions {
         {
             return Error::Tls {
                 endpoints: endpoints.to_owned(),
-                reason,
+                reason: crate::tls_probe::explain(reason, self.cert_file.is_some()),
             };
         }
         if classify(e) == Class::PermissionDenied {
@@ -534,44 +530,26 @@ fn normalize_endpoint(ep: &str, tls: bool) -> Result<String> {
     Ok(format!("{scheme}://{authority}"))
 }
 
-/// A connected etcd client. Cheap to clone; clones share one connection pool.
+/// A connected etcd client. Cheap to clone; clones share one connection
+/// per member (see the `pool` module for how members are chosen).
 #[derive(Clone)]
 pub struct Client {
-    pub(crate) inner: etcd_client::Client,
-    endpoints: Arc<Vec<String>>,
+    pool: Arc<Pool>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.pool.urls())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// The endpoint URLs this client balances over.
+    /// The endpoint URLs this client spreads its requests over.
     pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-
-    pub(crate) fn kv(&self) -> etcd_client::KvClient {
-        // Large prefixes come back in one response; tonic's 4 MiB default
-        // would refuse a listing of a few tens of thousands of keys.
-        self.inner
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-    }
-
-    pub(crate) fn watch_client(&self) -> etcd_client::WatchClient {
-        self.inner
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-    }
-
-    pub(crate) fn lease(&self) -> etcd_client::LeaseClient {
-        self.inner.lease_client()
+        self.pool.urls()
     }
 
     /// The request timeout from [`ConnectOptions::with_request_timeout`].
@@ -579,76 +557,9 @@ impl Client {
         self.timeout
     }
 
-    /// Send one request, bounded by the request timeout, moving on to
-    /// another member when the one picked is down.
-    ///
-    /// Two gaps in the transport are closed here. tonic's own timeout lives
-    /// on each connection, so a request waiting for a connection (every
-    /// member down) would wait forever. And its balancer keeps offering a
-    /// dead member, failing the request with "tcp connect error" before
-    /// anything is sent; such a request is safe to send again at once (even
-    /// a put), and the next pick is usually a live member.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        op: &'static str,
-        request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_within(op, self.timeout, request).await
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
-
-    /// [`Client::call`] with a tighter bound than the request timeout, for
-    /// loops that must notice a frozen member sooner (a keep-alive loop
-    /// waits at most one interval).
-    pub(crate) async fn call_within<T, F, Fut>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        mut request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let limit = limit.min(self.timeout);
-        let deadline = tokio::time::Instant::now() + limit;
-        let attempts = if self.endpoints.len() > 1 {
-            3 * self.endpoints.len()
-        } else {
-            1
-        };
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match tokio::time::timeout_at(deadline, request()).await {
-                Err(_) => {
-                    return Err(etcd_client::Error::GRpcStatus(
-                        tonic::Status::deadline_exceeded(format!(
-                            "no answer to {op} within {limit:?}"
-                        )),
-                    ));
-                }
-                Ok(Err(e)) if tries < attempts && never_sent(&e) => {
-                    tracing::debug!(op, error = %chain(&e), "member unreachable; trying another");
-                }
-                Ok(r) => return r,
-            }
-        }
-    }
-}
-
-const MAX_MESSAGE: usize = 256 * 1024 * 1024;
-
-/// Whether the request failed before reaching any member (the connection
-/// could not be made), so that sending it again cannot apply it twice.
-fn never_sent(e: &etcd_client::Error) -> bool {
-    let text = chain(e).to_lowercase();
-    text.contains("tcp connect error")
-        || text.contains("connection refused")
-        || text.contains("error trying to connect")
 }
 
 #[cfg(test)]

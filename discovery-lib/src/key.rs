@@ -243,16 +243,34 @@ mod tests {
         assert_eq!(range_end(b"\xff\xff"), vec![0]);
     }
 
+    use proptest::strategy::Strategy as _;
+
     proptest::proptest! {
-        /// Every string is either accepted, and then round-trips unchanged
-        /// through a key, or refused with a message; nothing panics.
+        /// Every byte string is either a key that round-trips unchanged (as
+        /// a key and as a directory prefix) and obeys every rule, or is
+        /// refused with a message; nothing panics. Bytes that are not UTF-8
+        /// never become a key (the tools take keys as text).
         #[test]
-        fn any_string_is_accepted_or_refused(s in "\\PC{0,40}|[/a-z \t]{0,12}") {
-            match validate_key(&s) {
+        fn any_bytes_are_accepted_or_refused(bytes in proptest::prop_oneof![
+            proptest::collection::vec(proptest::num::u8::ANY, 0..48),
+            "\\PC{0,40}".prop_map(String::into_bytes),
+            "(/[a-z0-9 \t.-]{0,6}){0,5}/?".prop_map(String::into_bytes),
+        ]) {
+            let Ok(s) = std::str::from_utf8(&bytes) else {
+                return Ok(());
+            };
+            match validate_key(s) {
                 Ok(()) => {
-                    proptest::prop_assert!(s.starts_with('/') && !s.ends_with('/'));
-                    let p = Prefix::new(&s).unwrap();
-                    proptest::prop_assert_eq!(p.as_str(), s.as_str());
+                    proptest::prop_assert!(s.starts_with('/') && !s.ends_with('/'), "{s:?}");
+                    proptest::prop_assert!(!s.contains("//"), "{s:?}");
+                    proptest::prop_assert!(!s.chars().any(|c| c.is_whitespace() || c.is_control()), "{s:?}");
+                    proptest::prop_assert!(s.len() <= MAX_KEY_LEN);
+                    let p = Prefix::new(s).unwrap();
+                    proptest::prop_assert_eq!(p.as_str(), s);
+                    proptest::prop_assert!(p.covers(s.as_bytes()));
+                    let (child, sibling) = (format!("{s}/x"), format!("{s}-x/y"));
+                    proptest::prop_assert!(p.contains(child.as_bytes()));
+                    proptest::prop_assert!(!p.contains(sibling.as_bytes()));
                 }
                 Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
             }

@@ -14,8 +14,8 @@ impl Client {
     pub async fn get(&self, key: &str) -> Result<Option<Node>> {
         validate_key(key)?;
         let resp = self
-            .call("get", || {
-                let mut kv = self.kv();
+            .call("get", |c| {
+                let mut kv = c.kv();
                 async move { kv.get(key, None).await }
             })
             .await
@@ -42,8 +42,8 @@ impl Client {
         }
         let value: Vec<u8> = value.into();
         let resp = self
-            .call("put", || {
-                let (mut kv, value, opts) = (self.kv(), value.clone(), opts.clone());
+            .call("put", |c| {
+                let (mut kv, value, opts) = (c.kv(), value.clone(), opts.clone());
                 async move { kv.put(key, value, Some(opts)).await }
             })
             .await
@@ -55,8 +55,8 @@ impl Client {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
         let resp = self
-            .call("delete", || {
-                let mut kv = self.kv();
+            .call("delete", |c| {
+                let mut kv = c.kv();
                 async move { kv.delete(key, Some(DeleteOptions::new())).await }
             })
             .await
@@ -67,8 +67,8 @@ impl Client {
     /// How long `lease` has left, or `None` if it no longer exists.
     pub async fn lease_time_left(&self, lease: LeaseId) -> Result<Option<Duration>> {
         let resp = self
-            .call("lease time-to-live", || {
-                let mut lc = self.lease();
+            .call("lease time-to-live", |c| {
+                let mut lc = c.lease();
                 async move { lc.time_to_live(lease.0, None).await }
             })
             .await

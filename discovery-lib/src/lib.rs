@@ -41,9 +41,10 @@
 //!   a diff after compaction.
 //! * [`Client::members`]: a live ordered map of a prefix, changing only on
 //!   set and delete.
-//! * [`Client::register`]: a key kept alive under a lease, with no write
-//!   while the value is unchanged, automatic re-registration after a lost
-//!   lease, and revocation on [`Registration::deregister`] or drop.
+//! * [`Client::register`]: a key kept alive under a lease (keep-alives are
+//!   not writes), with no set while the value is unchanged, automatic
+//!   re-registration after a lost lease, and revocation on
+//!   [`Registration::deregister`] or drop.
 //! * [`Client::config`]: a typed, validated configuration that keeps the
 //!   last good value when an update is bad.
 //! * [`Prefix`], [`validate_key`], [`parse_duration`]: the input rules
@@ -61,6 +62,7 @@ mod key;
 mod kv;
 mod members;
 mod node;
+mod pool;
 mod register;
 mod retry;
 mod tls_probe;
@@ -73,6 +75,8 @@ pub use error::{Error, RequestError, Result};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
 pub use members::Membership;
 pub use node::{Action, Event, LeaseId, Node, Snapshot, WatchMessage};
-pub use register::{MAX_TTL, MIN_TTL, RegisterOptions, Registration, RegistrationState};
+pub use register::{
+    MAX_TTL, MIN_INTERVAL, MIN_TTL, RegisterOptions, Registration, RegistrationState,
+};
 pub use retry::Backoff;
 pub use watch::{WatchHandle, WatchOptions, WatchStatus, WatchStream};

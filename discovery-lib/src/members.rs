@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -15,7 +17,7 @@ use crate::watch::WatchOptions;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
     revision: i64,
-    entries: Arc<BTreeMap<Vec<u8>, Vec<u8>>>,
+    entries: Arc<BTreeMap<Bytes, Bytes>>,
 }
 
 impl Membership {
@@ -36,14 +38,12 @@ impl Membership {
 
     /// The value registered under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
+        self.entries.get(key).map(Bytes::as_ref)
     }
 
     /// Key and value pairs in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
     /// The values in key order, as text (lossy where not UTF-8): typically
@@ -118,7 +118,7 @@ impl Client {
                             let entries = Arc::make_mut(&mut m.entries);
                             for e in pending.drain(..) {
                                 if e.action == Action::Delete {
-                                    entries.remove(&e.node.key);
+                                    entries.remove(e.node.key.as_ref());
                                 } else {
                                     entries.insert(e.node.key, e.node.value);
                                 }

@@ -1,13 +1,17 @@
 //! What a watch yields: nodes, snapshots and classified events.
 
+use bytes::Bytes;
+
 /// One key and its value, as etcd stores it.
 ///
 /// Keys and values are bytes: etcd does not require UTF-8 and neither do we.
 /// Use [`Node::key_str`] and [`Node::value_str`] where text is expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
-    pub(crate) key: Vec<u8>,
-    pub(crate) value: Vec<u8>,
+    // Shared buffers: the watch's state and the events it yields hold the
+    // same bytes, and a clone is a reference count, not a copy.
+    pub(crate) key: Bytes,
+    pub(crate) value: Bytes,
     pub(crate) create_revision: i64,
     pub(crate) mod_revision: i64,
     pub(crate) version: i64,
@@ -15,10 +19,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node as etcd would report it, for tools and tests that replay or
+    /// fake changes (a lease of `None` is stored as etcd's 0).
+    pub fn new(
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        create_revision: i64,
+        mod_revision: i64,
+        lease: Option<LeaseId>,
+    ) -> Self {
+        Self {
+            key: Bytes::from(key.into()),
+            value: Bytes::from(value.into()),
+            create_revision,
+            mod_revision,
+            version: 1,
+            lease: lease.map(|l| l.0).unwrap_or(0),
+        }
+    }
+
     pub(crate) fn from_kv(kv: &etcd_client::KeyValue) -> Self {
         Self {
-            key: kv.key().to_vec(),
-            value: kv.value().to_vec(),
+            key: Bytes::copy_from_slice(kv.key()),
+            value: Bytes::copy_from_slice(kv.value()),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
             version: kv.version(),
@@ -133,6 +156,25 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event, for tools and tests that replay or fake changes. Nothing
+    /// checks that it agrees with itself (a set whose value equals `prev`'s):
+    /// the watch never yields one that does not.
+    pub fn new(
+        action: Action,
+        revision: i64,
+        node: Node,
+        prev: Option<Node>,
+        resync: bool,
+    ) -> Self {
+        Self {
+            action,
+            revision,
+            node,
+            prev,
+            resync,
+        }
+    }
+
     /// Set, update or delete.
     pub fn action(&self) -> Action {
         self.action
@@ -167,7 +209,7 @@ impl Event {
 
     /// The previous value, if the key existed.
     pub fn prev_value(&self) -> Option<&[u8]> {
-        self.prev.as_ref().map(|n| n.value.as_slice())
+        self.prev.as_ref().map(|n| n.value.as_ref())
     }
 
     /// The lease the key is attached to after the change.
@@ -193,6 +235,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot, for tools and tests; `nodes` are sorted by key here.
+    pub fn new(prefix: crate::Prefix, revision: i64, mut nodes: Vec<Node>, resync: bool) -> Self {
+        nodes.sort_by(|a, b| a.key.cmp(&b.key));
+        Self {
+            prefix,
+            revision,
+            nodes,
+            resync,
+        }
+    }
+
     /// The prefix this snapshot lists.
     pub fn prefix(&self) -> &crate::Prefix {
         &self.prefix

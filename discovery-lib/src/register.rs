@@ -26,6 +26,10 @@ pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// The longest TTL etcd grants (`MaxLeaseTTL`, 9,000,000,000 s).
 pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
 
+/// The shortest keep-alive interval accepted: anything faster only loads
+/// etcd (the lease is not any safer for it).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Options for [`Client::register`].
 #[derive(Clone, Debug)]
 pub struct RegisterOptions {
@@ -100,6 +104,11 @@ impl RegisterOptions {
             return Err(Error::InvalidOption(
                 "the keep-alive interval is 0; it must be above 0 and below the TTL".into(),
             ));
+        }
+        if interval < MIN_INTERVAL {
+            return Err(Error::InvalidOption(format!(
+                "the keep-alive interval {interval:?} is below {MIN_INTERVAL:?}; that often only loads etcd (the default is TTL/3)"
+            )));
         }
         if interval >= ttl {
             return Err(Error::InvalidOption(format!(
@@ -331,9 +340,15 @@ struct Lease {
 struct Keeper {
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
+    /// When to send the next keep-alive, or, while one is out, when to
+    /// give up waiting for its answer.
     next: Instant,
     /// A keep-alive is out and unanswered since then.
     pending: Option<Instant>,
+    /// The pool's index of the member this stream lives on.
+    conn: usize,
+    /// The etcd member that answers this stream, once one has.
+    member: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -363,7 +378,7 @@ struct Actor {
 enum Wake {
     Desired,
     Tick,
-    KeepAlive(std::result::Result<Option<i64>, etcd_client::Error>),
+    KeepAlive(std::result::Result<Option<(i64, u64)>, etcd_client::Error>),
     KeyEvent(std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
     Retry,
 }
@@ -457,27 +472,36 @@ impl Actor {
             return;
         };
         if let Some(sent) = k.pending {
-            warn!(key = %self.key, waited = ?sent.elapsed(), "keep-alive unanswered; reconnecting");
-            self.keeper = None;
+            warn!(key = %self.key, waited = ?sent.elapsed(), "keep-alive unanswered; reconnecting to another member");
+            self.drop_keeper("unanswered");
             return;
         }
         match k.keeper.keep_alive().await {
             Ok(()) => {
                 k.pending = Some(Instant::now());
-                k.next = Instant::now() + interval;
+                // A live member answers in milliseconds; half an interval
+                // leaves the rest of the lease to find another one.
+                k.next = Instant::now() + interval / 2;
             }
             Err(e) => {
                 warn!(key = %self.key, error = %e, "keep-alive stream broken; reconnecting");
-                self.keeper = None;
+                self.drop_keeper("stream broken");
             }
         }
     }
 
-    fn on_keep_alive(&mut self, r: std::result::Result<Option<i64>, etcd_client::Error>) {
+    fn on_keep_alive(&mut self, r: std::result::Result<Option<(i64, u64)>, etcd_client::Error>) {
         match r {
-            Ok(Some(ttl)) if ttl > 0 => {
+            Ok(Some((ttl, member))) if ttl > 0 => {
+                let interval = self.interval;
                 if let Some(k) = self.keeper.as_mut() {
-                    k.pending = None;
+                    if let Some(sent) = k.pending.take() {
+                        k.next = sent + interval;
+                    }
+                    if k.member != Some(member) {
+                        k.member = Some(member);
+                        debug!(key = %self.key, member = format_args!("{member:x}"), "keep-alive stream live");
+                    }
                 }
                 if let Some(l) = self.lease.as_mut() {
                     l.confirmed = Instant::now();
@@ -489,11 +513,11 @@ impl Actor {
             }
             Ok(None) => {
                 debug!(key = %self.key, "keep-alive stream ended; reconnecting");
-                self.keeper = None;
+                self.drop_keeper("stream ended");
             }
             Err(e) => {
                 warn!(key = %self.key, error = %e, "keep-alive stream failed; reconnecting");
-                self.keeper = None;
+                self.drop_keeper("stream failed");
             }
         }
     }
@@ -534,6 +558,14 @@ impl Actor {
                     }
                 }
             }
+        }
+    }
+
+    /// Close the keep-alive stream after it failed; the next one goes to
+    /// another member.
+    fn drop_keeper(&mut self, why: &str) {
+        if let Some(k) = self.keeper.take() {
+            self.client.pool().avoid(k.conn, "keep alive", why);
         }
     }
 
@@ -635,8 +667,8 @@ impl Actor {
         let ttl = self.ttl.as_secs() as i64;
         let granted = self
             .client
-            .call_within("grant", self.op_limit(), || {
-                let mut lc = self.client.lease();
+            .call_within("grant", self.op_limit(), |c| {
+                let mut lc = c.lease();
                 async move { lc.grant(ttl, None).await }
             })
             .await
@@ -656,8 +688,8 @@ impl Actor {
     async fn try_adopt(&mut self, value: &[u8]) -> Result<bool> {
         let got = self
             .client
-            .call_within("get", self.op_limit(), || {
-                let (mut kv, key) = (self.client.kv(), self.key.clone());
+            .call_within("get", self.op_limit(), |c| {
+                let (mut kv, key) = (c.kv(), self.key.clone());
                 async move { kv.get(key, None).await }
             })
             .await
@@ -671,8 +703,8 @@ impl Actor {
         let id = existing.lease();
         let ttl = self
             .client
-            .call_within("lease time-to-live", self.op_limit(), || {
-                let mut lc = self.client.lease();
+            .call_within("lease time-to-live", self.op_limit(), |c| {
+                let mut lc = c.lease();
                 async move {
                     lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
                         .await
@@ -701,9 +733,9 @@ impl Actor {
         };
         let id = lease.id;
         let client = &self.client;
-        let (keeper, stream) = client
-            .call_within("keep alive", limit, || {
-                let mut lc = client.lease();
+        let ((keeper, stream), conn) = client
+            .call_on("keep alive", limit, |c| {
+                let mut lc = c.lease();
                 async move { lc.keep_alive(id).await }
             })
             .await?;
@@ -713,6 +745,8 @@ impl Actor {
             stream,
             next: Instant::now() + self.interval,
             pending: None,
+            conn,
+            member: None,
         });
         Ok(())
     }
@@ -721,9 +755,8 @@ impl Actor {
         let opts = etcd_client::WatchOptions::new().with_start_revision(from);
         match self
             .client
-            .call_within("watch", self.op_limit(), || {
-                let (mut wc, key, opts) =
-                    (self.client.watch_client(), self.key.clone(), opts.clone());
+            .call_within("watch", self.op_limit(), |c| {
+                let (mut wc, key, opts) = (c.watch_client(), self.key.clone(), opts.clone());
                 async move { wc.watch(key, Some(opts)).await }
             })
             .await
@@ -738,8 +771,8 @@ impl Actor {
     async fn put(&self, value: &[u8], lease: i64) -> std::result::Result<i64, etcd_client::Error> {
         let resp = self
             .client
-            .call_within("put", self.op_limit(), || {
-                let (mut kv, key, value) = (self.client.kv(), self.key.clone(), value.to_vec());
+            .call_within("put", self.op_limit(), |c| {
+                let (mut kv, key, value) = (c.kv(), self.key.clone(), value.to_vec());
                 async move {
                     kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
                         .await
@@ -756,8 +789,8 @@ impl Actor {
         let id = lease.id;
         let revoked = self
             .client
-            .call_within("revoke", self.op_limit(), || {
-                let mut lc = self.client.lease();
+            .call_within("revoke", self.op_limit(), |c| {
+                let mut lc = c.lease();
                 async move { lc.revoke(id).await }
             })
             .await;
@@ -813,11 +846,17 @@ fn lease_error(op: &'static str, e: etcd_client::Error) -> Error {
     Error::request(op, e)
 }
 
+/// The next keep-alive answer: the TTL left, and the member that answered.
 async fn next_keep_alive(
     k: &mut Option<Keeper>,
-) -> std::result::Result<Option<i64>, etcd_client::Error> {
+) -> std::result::Result<Option<(i64, u64)>, etcd_client::Error> {
     match k {
-        Some(k) => k.stream.message().await.map(|r| r.map(|r| r.ttl())),
+        Some(k) => k.stream.message().await.map(|r| {
+            r.map(|r| {
+                let member = r.header().map(|h| h.member_id()).unwrap_or_default();
+                (r.ttl(), member)
+            })
+        }),
         None => std::future::pending().await,
     }
 }

@@ -65,6 +65,7 @@ pub(crate) async fn why_tls_fails(
         .ok()?
         .ok()?;
     let name = ServerName::try_from(host.to_owned()).ok()?;
+    let has_client_cert = client.is_some();
     let mut tls = match timeout(
         limit,
         TlsConnector::from(Arc::new(config)).connect(name, tcp),
@@ -72,14 +73,32 @@ pub(crate) async fn why_tls_fails(
     .await
     {
         Err(_) => return None,
-        Ok(Err(e)) => return Some(e.to_string()),
+        Ok(Err(e)) => return Some(explain(e.to_string(), has_client_cert)),
         Ok(Ok(s)) => s,
     };
     // With TLS 1.3 the server judges our certificate after the handshake:
     // a refusal arrives as an alert on the first read.
     let mut byte = [0u8; 1];
     match timeout(Duration::from_millis(500), tls.read(&mut byte)).await {
-        Ok(Err(e)) => Some(e.to_string()),
+        Ok(Err(e)) => Some(explain(e.to_string(), has_client_cert)),
         _ => None,
     }
+}
+
+/// Say what a TLS failure means and what to do, keeping rustls's words.
+pub(crate) fn explain(raw: String, has_client_cert: bool) -> String {
+    let hint = if raw.contains("UnknownIssuer") || raw.contains("BadSignature") {
+        "etcd's certificate is not signed by the CA given (--cacert / ETCDCTL_CACERT); pass the CA that signed etcd's server certificate"
+    } else if raw.contains("NotValidForName") {
+        "etcd's certificate does not name the host of the endpoint; use the name or address the certificate was issued for"
+    } else if raw.contains("Expired") || raw.contains("NotValidYet") {
+        "etcd's certificate is expired or not valid yet; renew it, or check this machine's clock"
+    } else if raw.contains("alert") && !has_client_cert {
+        "etcd requires a client certificate (it runs with --client-cert-auth); pass --cert and --tls-key (or ETCDCTL_CERT and ETCDCTL_KEY)"
+    } else if raw.contains("alert") {
+        "etcd refused our client certificate; it must be signed by a CA etcd trusts (its --trusted-ca-file) and be valid now"
+    } else {
+        return raw;
+    };
+    format!("{hint} ({raw})")
 }

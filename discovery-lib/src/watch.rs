@@ -21,8 +21,21 @@
 //!    the prefix and yields the difference against its state as set and
 //!    delete events marked [`Event::is_resync`], then carries on from the
 //!    listing's revision.
+//!
+//! The previous value of an event comes from that state, not from etcd's
+//! `prev_kv`: the two agree while the state is complete, and the state is
+//! also what a resync diffs against, so one source serves both (and the
+//! watch carries each value once, not twice).
+//!
+//! `rev` moves only on events, never on progress notifications: before
+//! etcd 3.4.24 and 3.5.8 a progress notification can overtake events not
+//! yet sent (etcd issue 15220), and resuming past them would lose them.
+//! A quiet prefix therefore resumes from its last event; if that revision
+//! has been compacted meanwhile, the resync of step 4 applies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use bytes::Bytes;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -64,7 +77,7 @@ impl WatchOptions {
             start_revision: 0,
             liveness: Duration::from_secs(3),
             probe_timeout: Duration::from_secs(2),
-            buffer: 1024,
+            buffer: 64,
             progress_marks: false,
             include_self: false,
         }
@@ -98,8 +111,8 @@ impl WatchOptions {
         self
     }
 
-    /// How many messages may wait for a slow consumer before the engine
-    /// stops reading from etcd (etcd then buffers on its side).
+    /// How many batches (etcd responses) may wait for a slow consumer before
+    /// the engine stops reading from etcd (etcd then buffers on its side).
     pub const fn with_buffer(mut self, messages: usize) -> Self {
         self.buffer = if messages == 0 { 1 } else { messages };
         self
@@ -163,26 +176,48 @@ impl WatchHandle {
 /// `Err` item is permanent (permission denied, bad revision) and is the last.
 #[derive(Debug)]
 pub struct WatchStream {
-    rx: mpsc::Receiver<Result<WatchMessage>>,
+    // The engine sends one batch per etcd response, so that a burst costs
+    // one channel operation rather than one per event.
+    rx: mpsc::Receiver<Result<Vec<WatchMessage>>>,
+    pending: VecDeque<WatchMessage>,
 }
 
 impl Stream for WatchStream {
     type Item = Result<WatchMessage>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Poll::Ready(Some(Ok(m)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.pending.extend(batch),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
 impl WatchStream {
     /// Receive the next message; `None` once the watch has ended.
     pub async fn recv(&mut self) -> Option<Result<WatchMessage>> {
-        self.rx.recv().await
+        futures::StreamExt::next(self).await
     }
 
     /// The next message if one is ready now, without waiting. Lets a
     /// consumer write a burst in one go and flush once.
     pub fn try_recv(&mut self) -> Option<Result<WatchMessage>> {
-        self.rx.try_recv().ok()
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(Ok(m));
+            }
+            match self.rx.try_recv() {
+                Ok(Ok(batch)) => self.pending.extend(batch),
+                Ok(Err(e)) => return Some(Err(e)),
+                Err(_) => return None,
+            }
+        }
     }
 }
 
@@ -237,7 +272,7 @@ impl Client {
             tx,
             status: status_tx,
             cancel: cancel.clone(),
-            state: BTreeMap::new(),
+            state: HashMap::new(),
             rev: 0,
             backoff: Backoff::for_watch(),
             down_since: None,
@@ -251,7 +286,10 @@ impl Client {
                 status: status_rx,
                 prefix,
             },
-            WatchStream { rx },
+            WatchStream {
+                rx,
+                pending: VecDeque::new(),
+            },
         ))
     }
 
@@ -281,8 +319,8 @@ pub(crate) async fn list(
         opts = opts.with_revision(revision);
     }
     let resp = client
-        .call("get", || {
-            let (mut kv, start, opts) = (client.kv(), range.0.clone(), opts.clone());
+        .call("get", |c| {
+            let (mut kv, start, opts) = (c.kv(), range.0.clone(), opts.clone());
             async move { kv.get(start, Some(opts)).await }
         })
         .await
@@ -326,10 +364,12 @@ struct Engine {
     prefix: Prefix,
     range: (Vec<u8>, Vec<u8>),
     opts: WatchOptions,
-    tx: mpsc::Sender<Result<WatchMessage>>,
+    tx: mpsc::Sender<Result<Vec<WatchMessage>>>,
     status: watch::Sender<WatchStatus>,
     cancel: CancellationToken,
-    state: BTreeMap<Vec<u8>, Node>,
+    /// Unordered: every event looks a key up; only a resync needs the
+    /// keys in order, and sorts them then.
+    state: HashMap<Bytes, Node>,
     rev: i64,
     backoff: Backoff,
     down_since: Option<SystemTime>,
@@ -366,7 +406,14 @@ impl Engine {
     }
 
     async fn send(&self, msg: WatchMessage) -> bool {
-        matches!(self.guard(self.tx.send(Ok(msg))).await, Some(Ok(())))
+        self.send_batch(vec![msg]).await
+    }
+
+    async fn send_batch(&self, batch: Vec<WatchMessage>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        matches!(self.guard(self.tx.send(Ok(batch))).await, Some(Ok(())))
     }
 
     /// Record a failure and sleep the next backoff delay. False if stopped meanwhile.
@@ -487,16 +534,29 @@ impl Engine {
         // request timeout on a frozen one.
         let limit = self.opts.probe_timeout + Duration::from_secs(1);
         let opened = self
-            .guard(client.call_within("watch", limit, || {
-                let (mut wc, start, opts) = (client.watch_client(), start.clone(), opts.clone());
+            .guard(client.call_on("watch", limit, |c| {
+                let (mut wc, start, opts) = (c.watch_client(), start.clone(), opts.clone());
                 async move { wc.watch(start, Some(opts)).await }
             }))
             .await;
-        let stream = match opened {
+        let (stream, member) = match opened {
             None => return Ok(Flow::Stop),
             Some(Ok(s)) => s,
             Some(Err(e)) => return self.stream_error(e),
         };
+        // A stream that broke, went silent, or was cancelled by a member
+        // that lost its leader: open the next one on another member. (Not
+        // after a fresh authentication: that member is fine.)
+        let flow = self.pump(stream, member).await;
+        if let Ok(Flow::Reconnect(why)) = &flow {
+            if !self.reauthenticated {
+                self.client.pool().avoid(member, "watch", why);
+            }
+        }
+        flow
+    }
+
+    async fn pump(&mut self, stream: etcd_client::WatchStream, member: usize) -> Result<Flow> {
         let (mut requests, mut responses) = stream.split();
         let mut deadline = Instant::now() + self.opts.liveness;
         let mut probing = false;
@@ -522,7 +582,7 @@ impl Engine {
                                 // etcd 3.4 refuses a watch made with an expired or
                                 // forgotten token the same way as one the user may
                                 // not make: try once more with a fresh token.
-                                if !self.reauthenticated && self.client.inner.refresh_token().await.is_ok() {
+                                if !self.reauthenticated && self.client.pool().refresh_token(member).await.is_ok() {
                                     self.reauthenticated = true;
                                     return Ok(Flow::Reconnect(
                                         "etcd refused the watch; authenticated again".into(),
@@ -570,6 +630,9 @@ impl Engine {
             Class::PermissionDenied | Class::Unauthenticated | Class::Fatal => {
                 Err(Error::from_etcd("watch", self.prefix.as_str(), e))
             }
+            // etcd may refuse the start revision this way rather than with
+            // a compact_revision in a response: the same resync applies.
+            Class::Compacted => Ok(Flow::Compacted(0)),
             _ => Ok(Flow::Reconnect(crate::connect::chain(&e))),
         }
     }
@@ -580,6 +643,7 @@ impl Engine {
         // stream never repeats it, even if etcd were to resend it.
         let floor = self.rev;
         let mut top = floor;
+        let mut batch = Vec::with_capacity(events.len() + 1);
         for ev in events {
             let Some(kv) = ev.kv() else { continue };
             let revision = kv.mod_revision();
@@ -610,22 +674,20 @@ impl Engine {
                     Event {
                         action: Action::Delete,
                         revision,
-                        node: deleted(kv.key().to_vec(), revision),
+                        node: deleted(Bytes::copy_from_slice(kv.key()), revision),
                         prev,
                         resync: false,
                     }
                 }
             };
-            if !self.send(WatchMessage::Event(event)).await {
-                return false;
-            }
+            batch.push(WatchMessage::Event(event));
         }
         let advanced = top > floor;
         self.rev = top;
         if advanced && self.opts.progress_marks {
-            return self.send(WatchMessage::Progress { revision: top }).await;
+            batch.push(WatchMessage::Progress { revision: top });
         }
-        true
+        self.send_batch(batch).await
     }
 
     fn prefix_covers(&self, key: &[u8]) -> bool {
@@ -647,10 +709,9 @@ impl Engine {
         let Some((revision, nodes)) = self.list_retrying(0).await? else {
             return Ok(false);
         };
-        let fresh: BTreeMap<Vec<u8>, Node> =
-            nodes.into_iter().map(|n| (n.key.clone(), n)).collect();
+        let fresh: HashMap<Bytes, Node> = nodes.into_iter().map(|n| (n.key.clone(), n)).collect();
         let old = std::mem::take(&mut self.state);
-        let keys: BTreeSet<&Vec<u8>> = old.keys().chain(fresh.keys()).collect();
+        let keys: BTreeSet<&Bytes> = old.keys().chain(fresh.keys()).collect();
         let mut diff = Vec::new();
         for k in keys {
             let event = match (old.get(k), fresh.get(k)) {
@@ -682,22 +743,18 @@ impl Engine {
         self.state = fresh;
         self.rev = revision;
         info!(prefix = %self.prefix, revision, changes = diff.len(), "resynced after compaction");
-        for e in diff {
-            if !self.send(WatchMessage::Event(e)).await {
-                return Ok(false);
-            }
-        }
+        let mut batch: Vec<WatchMessage> = diff.into_iter().map(WatchMessage::Event).collect();
         if self.opts.progress_marks {
-            return Ok(self.send(WatchMessage::Progress { revision }).await);
+            batch.push(WatchMessage::Progress { revision });
         }
-        Ok(true)
+        Ok(self.send_batch(batch).await)
     }
 }
 
-fn deleted(key: Vec<u8>, revision: i64) -> Node {
+fn deleted(key: Bytes, revision: i64) -> Node {
     Node {
         key,
-        value: Vec::new(),
+        value: Bytes::new(),
         create_revision: 0,
         mod_revision: revision,
         version: 0,

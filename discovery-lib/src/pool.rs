@@ -1,0 +1,260 @@
+//! One connection per etcd member, and which members to avoid for a while.
+//!
+//! etcd-client balances requests over all endpoints, but its balancer
+//! cannot be told that a member stopped answering (frozen by SIGSTOP, or
+//! behind a half-open network path): the connection looks healthy until
+//! HTTP/2 keep-alive gives up, which takes seconds, and meanwhile requests
+//! and new streams keep landing there. A registration whose keep-alives
+//! land on a frozen member twice in a row loses its lease.
+//!
+//! So the library keeps a connection per member of its own. Each request
+//! goes to a member it has no reason to doubt (in turn, to spread the
+//! load), moves on to the next member when an attempt gets no answer in
+//! time or cannot reach it, and a member that failed is avoided for a
+//! while. Long-lived streams (watches, lease keep-alives) are opened the
+//! same way and stay on the member that answered; when one goes silent,
+//! its owner marks that member to avoid before opening a new stream.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::connect::{Client, chain};
+
+/// How long a member that failed is tried only after the others.
+const AVOID_FOR: Duration = Duration::from_secs(10);
+
+/// Large prefixes come back in one response; tonic's 4 MiB default would
+/// refuse a listing of a few tens of thousands of keys.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+pub(crate) struct Pool {
+    urls: Vec<String>,
+    options: etcd_client::ConnectOptions,
+    members: Vec<Member>,
+    next: AtomicUsize,
+}
+
+struct Member {
+    /// Made on first use: with auth, connecting is itself a request.
+    conn: tokio::sync::Mutex<Option<etcd_client::Client>>,
+    avoid_until: Mutex<Option<Instant>>,
+}
+
+impl Pool {
+    pub(crate) fn new(urls: Vec<String>, options: etcd_client::ConnectOptions) -> Self {
+        let members = urls
+            .iter()
+            .map(|_| Member {
+                conn: tokio::sync::Mutex::new(None),
+                avoid_until: Mutex::new(None),
+            })
+            .collect();
+        Self {
+            urls,
+            options,
+            members,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    fn avoided_until(&self, i: usize) -> Option<Instant> {
+        let until = *self.members[i]
+            .avoid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        until.filter(|t| *t > Instant::now())
+    }
+
+    /// The members to try for one call: in turn from a moving start, the
+    /// ones to avoid last (those that may come back soonest first).
+    fn order(&self) -> Vec<usize> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        // Stable: members not avoided keep their turn, and None sorts first.
+        order.sort_by_key(|i| self.avoided_until(*i));
+        order
+    }
+
+    async fn conn(&self, i: usize) -> Result<Conn, etcd_client::Error> {
+        let mut slot = self.members[i].conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(Conn(c.clone()));
+        }
+        let c = etcd_client::Client::connect([self.urls[i].as_str()], Some(self.options.clone()))
+            .await?;
+        *slot = Some(c.clone());
+        Ok(Conn(c))
+    }
+
+    /// Try member `i` after the others for a while.
+    pub(crate) fn avoid(&self, i: usize, op: &str, why: &str) {
+        if self.members.len() < 2 {
+            return;
+        }
+        debug!(member = %self.urls[i], op, why, avoid_for = ?AVOID_FOR, "avoiding a member that did not answer");
+        *self.members[i]
+            .avoid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + AVOID_FOR);
+    }
+
+    fn trust(&self, i: usize) {
+        let mut until = self.members[i]
+            .avoid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if until.is_some() {
+            *until = None;
+        }
+    }
+
+    /// Authenticate member `i`'s connection again (a token etcd forgot).
+    pub(crate) async fn refresh_token(&self, i: usize) -> Result<(), etcd_client::Error> {
+        self.conn(i).await?.0.refresh_token().await
+    }
+}
+
+/// One member's connection, as a request sees it. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Conn(etcd_client::Client);
+
+impl Conn {
+    pub(crate) fn kv(&self) -> etcd_client::KvClient {
+        self.0.kv_client().max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn watch_client(&self) -> etcd_client::WatchClient {
+        self.0.watch_client().max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn lease(&self) -> etcd_client::LeaseClient {
+        self.0.lease_client()
+    }
+
+    pub(crate) fn maintenance(&self) -> etcd_client::MaintenanceClient {
+        self.0.maintenance_client()
+    }
+}
+
+/// Whether `e` says the member could not be asked, or could not serve the
+/// request (no connection, no leader): another member may.
+fn member_unavailable(e: &etcd_client::Error) -> bool {
+    if let etcd_client::Error::GRpcStatus(s) = e {
+        if s.code() == tonic::Code::Unavailable {
+            return true;
+        }
+    }
+    let text = chain(e).to_lowercase();
+    text.contains("tcp connect error")
+        || text.contains("connection refused")
+        || text.contains("error trying to connect")
+        || text.contains("transport error")
+}
+
+fn no_answer(op: &str, within: Duration) -> etcd_client::Error {
+    etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded(format!(
+        "no answer to {op} within {within:?}"
+    )))
+}
+
+impl Client {
+    /// Send one request, bounded by the request timeout, moving on to
+    /// another member when the one picked does not answer.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        op: &'static str,
+        request: F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_within(op, self.request_timeout(), request).await
+    }
+
+    /// [`Client::call`] with a tighter bound than the request timeout, for
+    /// loops that must leave a frozen member in time (a keep-alive loop
+    /// waits at most one interval).
+    pub(crate) async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        request: F,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_on(op, limit, request).await.map(|(v, _)| v)
+    }
+
+    /// [`Client::call_within`], also saying which member answered: a stream
+    /// opened this way lives on that member, and its owner marks it to
+    /// avoid ([`Pool::avoid`]) when the stream goes silent.
+    ///
+    /// With several members, one attempt may use at most half the limit,
+    /// so that a member that does not answer leaves time to ask another. A
+    /// request that got no answer may have been applied all the same: sent
+    /// again, a put of the same value is an `update`, a second revoke finds
+    /// no lease; every caller here tolerates that.
+    pub(crate) async fn call_on<T, F, Fut>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        mut request: F,
+    ) -> Result<(T, usize), etcd_client::Error>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let pool = self.pool();
+        let limit = limit.min(self.request_timeout());
+        let deadline = Instant::now() + limit;
+        let n = pool.urls().len();
+        let per_try = if n > 1 { limit / 2 } else { limit };
+        let mut last = None;
+        // Every member in turn; around again while time remains, since a
+        // member that refuses connections fails at once.
+        for i in pool.order().into_iter().cycle().take(3 * n) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let until = deadline.min(now + per_try);
+            let attempt = async {
+                let conn = pool.conn(i).await?;
+                request(conn).await
+            };
+            match tokio::time::timeout_at(until, attempt).await {
+                Ok(Ok(v)) => {
+                    pool.trust(i);
+                    return Ok((v, i));
+                }
+                Ok(Err(e)) if member_unavailable(&e) => {
+                    pool.avoid(i, op, &chain(&e));
+                    last = Some(e);
+                }
+                // An answer (a refusal, a compaction, an expired lease): the
+                // member works, and another would say the same.
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    pool.avoid(i, op, "no answer in time");
+                    last = Some(no_answer(op, until - now));
+                }
+            }
+            if n == 1 {
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| no_answer(op, limit)))
+    }
+}
