@@ -95,8 +95,13 @@ pub enum Decision {
 
 /// Decide what to register for `view`. `draining` is true while a stop
 /// that Docker announced for this run of the container is under way.
-/// `preferred` is the network registered last: kept while the container is
-/// still attached to it, so attaching another network does not move the key.
+///
+/// The network, unless `--network` names one: `bridge` if the container is
+/// on it, else its only network. The same rule every time, so a restarted
+/// sidekick picks what the running one picked. `preferred`, the network
+/// registered last, only settles the case the rule cannot: several
+/// networks, none of them `bridge`, after one was registered (a network
+/// attached at run time); at startup that case is a usage error.
 pub fn decide(
     view: &ContainerView,
     rules: &Rules,
@@ -156,9 +161,7 @@ pub fn decide(
             let kept = preferred
                 .and_then(|p| view.networks.get_key_value(p))
                 .filter(|(_, ip)| !ip.is_empty());
-            if let Some((n, ip)) = kept {
-                (n.clone(), ip.clone())
-            } else if let Some(ip) = view.networks.get("bridge") {
+            if let Some(ip) = view.networks.get("bridge") {
                 ("bridge".to_owned(), ip.clone())
             } else if view.networks.len() == 1 {
                 let (n, ip) = view
@@ -172,6 +175,8 @@ pub fn decide(
                 return Decision::Misconfigured(format!(
                     "container {name:?} is on no network with an address; for a container on the host's network, register the host's address with --ip"
                 ));
+            } else if let Some((n, ip)) = kept {
+                (n.clone(), ip.clone())
             } else {
                 return Decision::Misconfigured(format!(
                     "container {name:?} is on several networks and none is the default bridge; choose one with --network: {}",
@@ -210,7 +215,10 @@ pub enum EventMeaning {
 /// the signal: a SIGHUP sent to reload a server does not stop it).
 pub fn meaning(kind: &str, action: &str, signal: Option<&str>) -> EventMeaning {
     match (kind, action) {
-        ("container", "die" | "stop" | "pause" | "destroy" | "oom") => EventMeaning::Down,
+        ("container", "die" | "stop" | "pause" | "destroy") => EventMeaning::Down,
+        // A process in the container was OOM-killed; the container may well
+        // survive it (then nothing changes), and if not, `die` follows.
+        ("container", "oom") => EventMeaning::Recheck,
         ("container", "kill") => {
             let sig = signal.unwrap_or("");
             let harmless = [
@@ -305,7 +313,18 @@ mod tests {
     }
 
     #[test]
-    fn the_registered_network_is_kept_while_attached() {
+    fn the_registered_network_only_settles_what_the_rule_cannot() {
+        // The rule decides whenever it can, whatever was registered before,
+        // so a restarted sidekick agrees with the one it replaces.
+        let v = view(&[("bridge", "172.17.0.2"), ("a", "10.1.0.2")]);
+        assert_eq!(
+            decide(&v, &rules(None), false, Some("a")),
+            Decision::Register {
+                ip: "172.17.0.2".into(),
+                network: "bridge".into()
+            }
+        );
+        // Several networks and no bridge: the one registered is kept.
         let v = view(&[("a", "10.1.0.2"), ("b", "10.2.0.2")]);
         assert_eq!(
             decide(&v, &rules(None), false, Some("a")),
@@ -436,6 +455,7 @@ mod tests {
             EventMeaning::Recheck
         );
         assert_eq!(meaning("container", "start", None), EventMeaning::Up);
+        assert_eq!(meaning("container", "oom", None), EventMeaning::Recheck);
         assert_eq!(
             meaning("container", "health_status: healthy", None),
             EventMeaning::Recheck

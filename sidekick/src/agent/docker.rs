@@ -73,8 +73,7 @@ impl DockerConn {
         if let Some(api) = &self.api {
             return Ok(api.clone());
         }
-        let api =
-            bollard::Docker::connect_with_host(&self.host).map_err(|e| classify(&self.host, e))?;
+        let api = kept_alive(&self.host).map_err(|e| classify(&self.host, e))?;
         let api = api
             .negotiate_version()
             .await
@@ -106,6 +105,9 @@ impl DockerConn {
         since_nanos: Option<i64>,
     ) -> Result<impl Stream<Item = Result<EventMessage, BollardError>> + use<>, DockerError> {
         let api = self.api().await?;
+        // By type only: a `container` filter would also drop the network
+        // connect/disconnect events (their actor is the network), so the
+        // events of other containers are received and dropped here.
         let filters = HashMap::from([("type", vec!["container", "network"])]);
         let mut opts = EventsOptionsBuilder::new().filters(&filters);
         if let Some(n) = since_nanos {
@@ -117,6 +119,52 @@ impl DockerConn {
             opts = opts.since(&since);
         }
         Ok(api.events(Some(opts.build())))
+    }
+}
+
+/// bollard's own transports open a new connection for every request (they
+/// turn hyper's pool off), so each inspect would also cost a socket setup
+/// here and an accept and a goroutine in dockerd, every few seconds for as
+/// long as the host runs. This gives bollard a client that keeps its
+/// connection; a request whose idle connection the daemon closed just
+/// before is sent again on a new one (hyper retries what it never wrote).
+fn kept_alive(host: &str) -> Result<bollard::Docker, BollardError> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::sync::Arc;
+
+    const TIMEOUT_SECS: u64 = 120;
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_max_idle_per_host(2);
+    if let Some(path) = host.strip_prefix("unix://") {
+        if !std::path::Path::new(path).exists() {
+            return Err(BollardError::SocketNotFoundError(path.to_owned()));
+        }
+        let client = Arc::new(builder.build(hyperlocal::UnixConnector));
+        // hyperlocal reads the socket's path from the URI's host, in hex.
+        let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+        bollard::Docker::connect_with_custom_transport(
+            move |req: bollard::BollardRequest| {
+                let client = Arc::clone(&client);
+                Box::pin(async move { client.request(req).await.map_err(BollardError::from) })
+            },
+            Some(format!("unix://{hex}")),
+            TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        )
+    } else {
+        let client = Arc::new(builder.build_http());
+        bollard::Docker::connect_with_custom_transport(
+            move |req: bollard::BollardRequest| {
+                let client = Arc::clone(&client);
+                Box::pin(async move { client.request(req).await.map_err(BollardError::from) })
+            },
+            Some(host.replacen("tcp://", "http://", 1)),
+            TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        )
     }
 }
 

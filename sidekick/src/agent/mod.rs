@@ -43,6 +43,23 @@ use crate::common::metrics::{self, Metrics};
 /// it is registered again.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long a graceful stop waits for etcd to confirm the revoke. Past it,
+/// the process exits anyway and the key expires with its lease: a stop
+/// must not hang on an unreachable etcd.
+const REVOKE_LIMIT: Duration = Duration::from_millis(500);
+
+/// The first subscription asks Docker to replay events from this long
+/// before it was made, in case Docker's clock is a little behind ours.
+const SINCE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Now, as Docker timestamps events (nanoseconds since the epoch).
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// How the binary steers a running sidekick.
 #[derive(Debug, Clone)]
 pub struct Control {
@@ -135,6 +152,9 @@ pub async fn run(
                 id: None,
                 draining: None,
                 since: None,
+                fresh_after: 0,
+                docker_failed: false,
+                missing: None,
                 last_started: String::new(),
                 network: None,
             };
@@ -149,8 +169,15 @@ pub async fn run(
     // Graceful stop (or a configuration error): revoke, so the key goes now.
     Notifier::new().stopping();
     let t = Instant::now();
-    reg.deregister().await.ok();
-    info!(key = %plan.key, took = ?t.elapsed(), "deregistered; exiting");
+    match tokio::time::timeout(REVOKE_LIMIT, reg.deregister()).await {
+        Ok(_) => info!(key = %plan.key, took = ?t.elapsed(), "deregistered; exiting"),
+        Err(_) => warn!(
+            key = %plan.key,
+            waited = ?REVOKE_LIMIT,
+            ttl = ?plan.register.ttl(),
+            "etcd did not confirm the revoke in time; exiting, and the key expires with its lease"
+        ),
+    }
     reporter.abort();
     outcome
 }
@@ -171,7 +198,8 @@ async fn static_watchdog(reg: &Registration) {
     }
 }
 
-/// Return an error (exit 2) if etcd refuses the registration for good; Ok on shutdown.
+/// Return an error if etcd refuses the registration for good (exit 2) or
+/// the registration task is gone (exit 1); Ok on shutdown.
 async fn watch_refusal(reg: &Registration, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let mut state = reg.state();
     loop {
@@ -182,8 +210,14 @@ async fn watch_refusal(reg: &Registration, shutdown: &CancellationToken) -> anyh
             )));
         }
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return Ok(()),
-            r = state.changed() => if r.is_err() { return Ok(()) },
+            r = state.changed() => if r.is_err() {
+                return Err(anyhow::anyhow!(
+                    "the registration of {} stopped unexpectedly; nothing keeps its lease alive",
+                    reg.key()
+                ));
+            },
         }
     }
 }
@@ -201,10 +235,28 @@ struct Follower<'a> {
     draining: Option<(String, Instant)>,
     /// `timeNano` of the last event, to resubscribe from.
     since: Option<i64>,
+    /// Events at or before this time (ns) are already reflected by the
+    /// inspect that followed the last subscription: when Docker replays
+    /// them, they only ask for another inspect, so an old `die` cannot
+    /// withdraw a container that runs again.
+    fresh_after: i64,
+    /// An inspect found Docker unreachable: drop the event stream too
+    /// (over tcp:// a half-open stream would never end by itself).
+    docker_failed: bool,
+    /// While the container does not exist: the checks so far and the next.
+    missing: Option<MissingWait>,
     /// StartedAt of the run last inspected.
     last_started: String,
     /// The network of the last registration (kept while attached).
     network: Option<String>,
+}
+
+/// Waiting for a container that does not exist yet. Its `start` event
+/// registers it at once; these checks, with backoff, are the safety net.
+struct MissingWait {
+    attempts: u32,
+    backoff: Backoff,
+    next: Instant,
 }
 
 type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Send>>;
@@ -229,13 +281,23 @@ impl Follower<'_> {
         let watchdog_on = Notifier::new();
         loop {
             if events.is_none() && Instant::now() >= resubscribe_at {
-                // Subscribe first, then inspect: nothing between the two is missed.
-                match self.docker.events(self.since).await {
+                // Subscribe, then inspect. bollard sends the request only
+                // when the stream is first polled, after that inspect; `since`
+                // (the last event seen, or a moment before now) makes Docker
+                // replay whatever happened in between.
+                let since = self
+                    .since
+                    .unwrap_or_else(|| now_nanos().saturating_sub(SINCE_MARGIN.as_nanos() as i64));
+                match self.docker.events(Some(since)).await {
                     Ok(s) => {
-                        debug!(since = ?self.since, "following Docker events");
+                        debug!(since, "following Docker events");
+                        // Covered from here on: a later resubscription
+                        // starts here, or at the last event if later.
+                        self.since = Some(since);
                         events = Some(Box::pin(s));
                         if self.reconcile().await? {
                             backoff.reset();
+                            self.fresh_after = now_nanos();
                         }
                     }
                     Err(DockerError::Refused(m)) => return Err(usage(m)),
@@ -245,6 +307,12 @@ impl Follower<'_> {
                     }
                 }
             }
+            if std::mem::take(&mut self.docker_failed) && events.is_some() {
+                events = None;
+                self.docker.reset();
+                resubscribe_at = Instant::now() + backoff.next_delay();
+            }
+            let missing_next = self.missing.as_ref().map(|m| m.next);
             tokio::select! {
                 biased;
                 _ = ctl.shutdown.cancelled() => return Ok(()),
@@ -276,9 +344,14 @@ impl Follower<'_> {
                     self.reconcile().await?;
                 }
                 _ = tick.tick() => {
-                    if events.is_some() {
+                    // While the container is missing, its own schedule applies.
+                    if events.is_some() && self.missing.is_none() {
                         self.reconcile().await?;
                     }
+                }
+                _ = tokio::time::sleep_until(missing_next.unwrap_or(resubscribe_at)),
+                    if missing_next.is_some() && events.is_some() => {
+                    self.reconcile().await?;
                 }
                 _ = tokio::time::sleep_until(resubscribe_at), if events.is_none() => {}
                 _ = watchdog.tick(), if notifier_period.is_some() => {
@@ -293,7 +366,12 @@ impl Follower<'_> {
     }
 
     async fn on_event(&mut self, e: &DockerEvent) -> anyhow::Result<()> {
-        match meaning(&e.kind, &e.action, e.signal.as_deref()) {
+        let mut what = meaning(&e.kind, &e.action, e.signal.as_deref());
+        if e.time_nano > 0 && e.time_nano <= self.fresh_after && what != EventMeaning::Ignore {
+            // A replay of something the last inspect already saw.
+            what = EventMeaning::Recheck;
+        }
+        match what {
             EventMeaning::Down => {
                 self.reg.withdraw();
                 self.draining = Some((self.last_started.clone(), Instant::now()));
@@ -303,7 +381,7 @@ impl Follower<'_> {
                     debug!(container = %self.name, event = %e.action, "container going down");
                 }
                 let reason = format!("container {:?} is going down ({})", self.name, e.action);
-                self.seen.send_replace(Seen::Down(reason));
+                self.see(Seen::Down(reason));
             }
             EventMeaning::Up => {
                 debug!(container = %self.name, event = %e.action, "container up; inspecting");
@@ -319,6 +397,19 @@ impl Follower<'_> {
         Ok(())
     }
 
+    /// Publish what the loop saw, waking the status task only on a change
+    /// (a steady container is inspected every interval).
+    fn see(&self, seen: Seen) {
+        self.seen.send_if_modified(|s| {
+            if *s == seen {
+                false
+            } else {
+                *s = seen;
+                true
+            }
+        });
+    }
+
     fn docker_down(&mut self, e: &DockerError) {
         let msg = e.to_string();
         if !matches!(&*self.seen.borrow(), Seen::DockerDown(_)) {
@@ -326,7 +417,8 @@ impl Follower<'_> {
         } else {
             debug!(error = %msg, "Docker still unreachable");
         }
-        self.seen.send_replace(Seen::DockerDown(msg));
+        self.see(Seen::DockerDown(msg));
+        self.docker_failed = true;
     }
 
     /// Inspect and converge. Returns whether Docker answered; a
@@ -341,14 +433,23 @@ impl Follower<'_> {
             }
         };
         let Some(view) = view else {
-            if self.seen.borrow().clone() != Seen::Missing {
-                info!(container = %self.name, "container does not exist (yet); waiting for it");
-            }
+            let wait = self.missing.get_or_insert_with(|| MissingWait {
+                attempts: 0,
+                backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+                next: Instant::now(),
+            });
+            wait.attempts += 1;
+            let retry_in = wait.backoff.next_delay();
+            wait.next = Instant::now() + retry_in;
+            info!(container = %self.name, attempt = wait.attempts, ?retry_in, "container does not exist (yet); waiting for it");
             self.reg.withdraw();
             self.id = None;
-            self.seen.send_replace(Seen::Missing);
+            self.see(Seen::Missing);
             return Ok(true);
         };
+        if let Some(wait) = self.missing.take() {
+            info!(container = %self.name, checks = wait.attempts, "the container exists now");
+        }
         self.id = Some(view.id.clone());
         self.last_started = view.started_at.clone();
         if let Some((run, since)) = &self.draining {
@@ -391,7 +492,7 @@ impl Follower<'_> {
                 Seen::Down(m)
             }
         };
-        self.seen.send_replace(seen);
+        self.see(seen);
         Ok(true)
     }
 }

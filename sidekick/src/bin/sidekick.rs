@@ -13,15 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 fn main() -> ExitCode {
-    let matches = Args::command().get_matches();
+    let matches = logging::with_format_env(Args::command(), "SIDEKICK_LOG_FORMAT").get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
     let user_source = matches.value_source("user");
     logging::init(&args.log, "SIDEKICK_LOG");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a sidekick does one small thing every few seconds, and a
+    // multi-threaded runtime spends more CPU waking its workers (futex) than
+    // on the work itself.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -128,5 +128,6 @@ impl EtcdArgs {
     }
 }
 
-/// Environment variables that carry etcd credentials: never handed to a child.
-pub const SECRET_ENV: &[&str] = &["ETCDCTL_PASSWORD"];
+/// Environment variables that carry etcd credentials, or say where to read
+/// them: never handed to a child.
+pub const SECRET_ENV: &[&str] = &["ETCDCTL_PASSWORD", "ETCDCTL_PASSWORD_FILE"];

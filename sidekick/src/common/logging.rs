@@ -21,10 +21,16 @@ pub struct LogArgs {
         long,
         value_enum,
         default_value = "text",
-        env = "SIDEKICK_LOG_FORMAT",
+        global = true,
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+}
+
+/// Give `--log-format` the tool's own environment variable, such as
+/// `SIDEKICK_LOG_FORMAT` or `DISCOVER_LOG_FORMAT`.
+pub fn with_format_env(cmd: clap::Command, var: &'static str) -> clap::Command {
+    cmd.mut_arg("log_format", |a| a.env(var))
 }
 
 /// Install the subscriber. The level comes from `tool_var` (such as

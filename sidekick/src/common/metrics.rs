@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -36,10 +37,14 @@ pub struct Metrics {
     pub watch_resyncs: Counter,
     /// Watch events by action (set, update, delete).
     pub events: Family<Labels, Counter>,
+    /// The three series of `events`, made once: counting is on every event's path.
+    by_action: [Counter; 3],
     /// Child restarts and reload signals (discover --exec).
     pub child_restarts: Family<Labels, Counter>,
-    /// 1 while registered (sidekick) or while the watch is live (discover).
+    /// 1 while registered (sidekick) or while every watch is live (discover).
     pub up: Gauge,
+    /// Watches followed by [`Metrics::follow_watch`] that are not live.
+    watches_down: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -90,6 +95,11 @@ impl Metrics {
         );
         let events = Family::<Labels, Counter>::default();
         registry.register("events", "Watch events by action", events.clone());
+        let by_action = ["set", "update", "delete"].map(|a| {
+            events
+                .get_or_create(&vec![("action".to_owned(), a.to_owned())])
+                .clone()
+        });
         let child_restarts = Family::<Labels, Counter>::default();
         registry.register(
             "child_restarts",
@@ -111,16 +121,61 @@ impl Metrics {
             watch_reconnects,
             watch_resyncs,
             events,
+            by_action,
             child_restarts,
             up,
+            watches_down: AtomicI64::new(0),
         }
     }
 
     /// Count one watch event.
-    pub fn event(&self, action: &str) {
-        self.events
-            .get_or_create(&vec![("action".to_owned(), action.to_owned())])
-            .inc();
+    pub fn event(&self, action: discovery::Action) {
+        let i = match action {
+            discovery::Action::Set => 0,
+            discovery::Action::Update => 1,
+            discovery::Action::Delete => 2,
+            // An action this build does not know: not counted as another.
+            _ => return,
+        };
+        self.by_action[i].inc();
+    }
+
+    /// Follow a watch's status: `up` is 1 while every followed watch is
+    /// live, and each fall from live counts as a reconnect.
+    pub fn follow_watch(
+        self: &Arc<Self>,
+        mut status: tokio::sync::watch::Receiver<discovery::WatchStatus>,
+    ) {
+        let m = self.clone();
+        m.watch_went(false);
+        tokio::spawn(async move {
+            let mut live = false;
+            loop {
+                let now_live = matches!(
+                    *status.borrow_and_update(),
+                    discovery::WatchStatus::Live { .. }
+                );
+                if now_live != live {
+                    if live {
+                        m.watch_reconnects.inc();
+                    }
+                    live = now_live;
+                    m.watch_went(live);
+                }
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+            if live {
+                m.watch_went(false);
+            }
+        });
+    }
+
+    fn watch_went(&self, live: bool) {
+        let delta = if live { -1 } else { 1 };
+        let down = self.watches_down.fetch_add(delta, Ordering::SeqCst) + delta;
+        self.up.set(i64::from(down == 0));
     }
 
     /// Count one child restart (`restart`) or reload signal (`signal`).
@@ -155,7 +210,9 @@ pub async fn serve(
                 r = listener.accept() => match r {
                     Ok(s) => s,
                     Err(e) => {
+                        // Out of file descriptors, say: do not spin.
                         warn!(error = %e, "metrics accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
