@@ -14,7 +14,8 @@ use tracing::info;
 
 fn main() -> ExitCode {
     let (head, exec) = discover::split_exec(std::env::args_os().collect());
-    let matches = Cli::command().get_matches_from(head);
+    let matches =
+        logging::with_format_env(Cli::command(), "DISCOVER_LOG_FORMAT").get_matches_from(head);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

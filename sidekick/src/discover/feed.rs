@@ -99,6 +99,7 @@ pub async fn watch_feed(
                 .collect(),
             revision: snap.revision(),
         });
+        metrics.follow_watch(h.status());
         handles.push(h);
         streams.push(s.map(move |m| (i, m)));
     }
@@ -120,7 +121,7 @@ pub async fn watch_feed(
                     return;
                 }
             };
-            metrics.event(e.action().as_str());
+            metrics.event(e.action());
             if e.is_resync() {
                 metrics.watch_resyncs.inc();
             }
@@ -190,8 +191,18 @@ fn flatten(
 }
 
 fn config_input(doc: &Value) -> anyhow::Result<ChildInput> {
-    let mut env = Vec::new();
+    let mut env: Vec<(String, OsString)> = Vec::new();
     flatten(doc, &mut Vec::new(), &mut env)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in &env {
+        naming::check_not_reserved(name)
+            .map_err(|e| anyhow::anyhow!("the config cannot become the environment: {e}"))?;
+        if !seen.insert(name.as_str()) {
+            anyhow::bail!(
+                "the config cannot become the environment: two keys both become {name} (such as a-b and a/b); rename one"
+            );
+        }
+    }
     Ok(ChildInput {
         env,
         snapshot: doc.clone(),
@@ -203,6 +214,7 @@ fn config_input(doc: &Value) -> anyhow::Result<ChildInput> {
 pub async fn config_feed(
     client: &Client,
     prefix: &Prefix,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<(ChildInput, mpsc::Receiver<Feed>)> {
     let mut cfg = client
         .config_with::<Value, _>(
@@ -212,6 +224,7 @@ pub async fn config_feed(
         )
         .await
         .with_context(|| format!("cannot read the config under {prefix}"))?;
+    metrics.follow_watch(cfg.status());
     let mut values = cfg.values();
     let first = config_input(&values.borrow_and_update())?;
     let (tx, rx) = mpsc::channel(16);

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::etcd_args::parse_positive_duration;
 use crate::common::exit::usage;
 use crate::common::metrics::{self, Metrics};
-use crate::common::signals::Signals;
+use crate::common::signals::{Sig, Signals};
 use crate::common::{EtcdArgs, LogArgs};
 
 /// Service discovery for apps in any language: read and follow etcd
@@ -338,19 +338,51 @@ fn env_names(prefixes: &[Prefix], overrides: &[String]) -> anyhow::Result<Vec<(P
                 "--env-name {o}: {p} is not one of the watched prefixes"
             )));
         }
+        if named.iter().any(|(q, _)| *q == p) {
+            return Err(usage(format!("--env-name names {p} twice")));
+        }
         named.push((p, name.to_owned()));
     }
-    Ok(prefixes
-        .iter()
-        .map(|p| {
-            let name = named
-                .iter()
-                .find(|(q, _)| q == p)
-                .map(|(_, n)| n.clone())
-                .unwrap_or_else(|| naming::env_name(p));
-            (p.clone(), name)
-        })
-        .collect())
+    let mut out: Vec<(Prefix, String)> = Vec::new();
+    for p in prefixes {
+        let given = named.iter().find(|(q, _)| q == p).map(|(_, n)| n.clone());
+        let name = given.clone().unwrap_or_else(|| naming::env_name(p));
+        if let Err(e) = naming::check_not_reserved(&name) {
+            return Err(usage(match given {
+                Some(_) => format!("--env-name {name}={p}: {e}"),
+                None => {
+                    format!("{p} would be passed as {name}: {e}; name it with --env-name NAME={p}")
+                }
+            }));
+        }
+        if let Some((q, _)) = out.iter().find(|(_, n)| *n == name) {
+            return Err(usage(format!(
+                "{q} and {p} would both be passed as {name}; name one of them with --env-name NAME=PREFIX"
+            )));
+        }
+        out.push((p.clone(), name));
+    }
+    Ok(out)
+}
+
+/// Wait for `fut`, unless SIGTERM or SIGINT comes first (None): before a
+/// child exists there is nothing to stop, and discover just exits.
+async fn before_child<T>(
+    signals: &mut Signals,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            v = &mut fut => return Some(v),
+            sig = signals.recv() => {
+                if sig != Sig::Hup {
+                    tracing::info!(signal = sig.name(), "stopping before the child was started");
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -382,6 +414,11 @@ pub async fn run(
                     "--env-name applies to watch; config keys name their own variables",
                 ));
             }
+            if !a.exec.restart_on.is_empty() {
+                return Err(usage(
+                    "--restart-on applies to watch; config restarts (or signals) the child on every change of the config",
+                ));
+            }
             Plan::Config(p, exec_options(&a.exec)?)
         }
     };
@@ -392,13 +429,24 @@ pub async fn run(
             .map_err(|e| usage(format!("--metrics-addr {addr}: {e}")))?;
     }
     let long_running = matches!(plan, Plan::Watch(..) | Plan::Config(..));
-    let client = if long_running {
-        tokio::select! {
+    // With --exec the supervisor owns the signals (it forwards them to the
+    // child); until the child runs, a stop signal just ends discover.
+    let exec_mode = matches!(plan, Plan::Watch(_, Some(_)) | Plan::Config(_, Some(_)));
+    let mut signals = if exec_mode {
+        Some(Signals::install().context("cannot install signal handlers")?)
+    } else {
+        None
+    };
+    let client = match signals.as_mut() {
+        Some(sig) => match before_child(sig, connect.connect_retrying()).await {
+            Some(c) => c.context("cannot use etcd")?,
+            None => return Ok(0),
+        },
+        None if long_running => tokio::select! {
             c = connect.connect_retrying() => c.context("cannot use etcd")?,
             _ = shutdown.cancelled() => return Ok(0),
-        }
-    } else {
-        connect.connect().await.context("cannot use etcd")?
+        },
+        None => connect.connect().await.context("cannot use etcd")?,
     };
     match (plan, &cli.cmd) {
         (Plan::Get(ps), Cmd::Get(a)) => output::get(&client, &ps, a.format, a.ttl).await,
@@ -415,24 +463,34 @@ pub async fn run(
             .await
         }
         (Plan::Watch(named, Some((opts, on_delete))), Cmd::Watch(a)) => {
-            let signals = Signals::install().context("cannot install signal handlers")?;
-            let (initial, rx) = feed::watch_feed(
+            let mut signals = signals.context("signal handlers")?;
+            let setup = feed::watch_feed(
                 &client,
                 &named,
                 a.since_revision,
                 on_delete,
                 metrics.clone(),
-            )
-            .await?;
+            );
+            let Some(setup) = before_child(&mut signals, setup).await else {
+                return Ok(0);
+            };
+            let (initial, rx) = setup?;
             supervise::supervise(opts, initial, rx, signals, metrics).await
         }
         (Plan::Config(p, None), _) => output::config(&client, &p, shutdown).await,
         (Plan::Config(p, Some((opts, _))), _) => {
-            let signals = Signals::install().context("cannot install signal handlers")?;
-            let (initial, rx) = feed::config_feed(&client, &p).await?;
+            let mut signals = signals.context("signal handlers")?;
+            let setup = feed::config_feed(&client, &p, metrics.clone());
+            let Some(setup) = before_child(&mut signals, setup).await else {
+                return Ok(0);
+            };
+            let (initial, rx) = setup?;
             supervise::supervise(opts, initial, rx, signals, metrics).await
         }
-        _ => Ok(0),
+        (plan, _) => Err(anyhow::anyhow!(
+            "internal error: the {} plan does not match its subcommand",
+            plan.name()
+        )),
     }
 }
 
@@ -444,6 +502,17 @@ enum Plan {
         Option<(supervise::ExecOptions, bool)>,
     ),
     Config(Prefix, Option<(supervise::ExecOptions, bool)>),
+}
+
+impl Plan {
+    fn name(&self) -> &'static str {
+        match self {
+            Plan::Get(_) => "get",
+            Plan::Ls(_) => "ls",
+            Plan::Watch(..) => "watch",
+            Plan::Config(..) => "config",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,33 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Refuse a name the child must not get from discover: it would replace a
+/// variable the system or discover itself sets (a prefix `/path` would
+/// otherwise become `PATH`).
+pub fn check_not_reserved(name: &str) -> Result<(), String> {
+    const EXACT: [&str; 12] = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PWD",
+        "IFS",
+        "TMPDIR",
+        "LANG",
+        "TZ",
+        "NODE_OPTIONS",
+        "NOTIFY_SOCKET",
+    ];
+    const PREFIXES: [&str; 3] = ["LD_", "ETCDCTL_", "DISCOVER_"];
+    if EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Err(format!(
+            "{name} would replace a variable the child relies on (PATH, HOME, LD_*, ETCDCTL_*, DISCOVER_* and the like are never set by discover)"
+        ));
+    }
+    Ok(())
+}
+
 /// The values in key order, comma-joined, bytes kept as they are.
 pub fn env_value<'a>(values: impl Iterator<Item = &'a [u8]>) -> OsString {
     let mut out = Vec::new();
@@ -97,6 +124,15 @@ mod tests {
         assert!(check_env_name("_X1").is_ok());
         for bad in ["", "1X", "A-B", "A B", "É"] {
             assert!(check_env_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_not_reserved("SERVICES_COUCHBASE").is_ok());
+        for bad in [
+            "PATH",
+            "LD_PRELOAD",
+            "ETCDCTL_PASSWORD",
+            "DISCOVER_REVISION",
+        ] {
+            assert!(check_not_reserved(bad).is_err(), "{bad}");
         }
         assert_eq!(config_env_name(&["db", "host"]), "DB_HOST");
         assert_eq!(config_env_name(&["port"]), "PORT");

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use discovery::{Action, Client, LeaseId, Node, Prefix, WatchMessage, WatchOptions, WatchStatus};
+use discovery::{Action, Client, LeaseId, Node, Prefix, WatchMessage, WatchOptions};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -16,13 +16,22 @@ use crate::common::metrics::Metrics;
 /// reader sees each line as soon as it exists. A closed pipe ends quietly.
 struct Out {
     w: io::BufWriter<io::Stdout>,
+    /// One event's line, reused.
+    line: Vec<u8>,
 }
 
 impl Out {
     fn new() -> Self {
         Self {
             w: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+            line: Vec::with_capacity(512),
         }
+    }
+
+    fn event(&mut self, e: &discovery::Event) -> io::Result<()> {
+        self.line.clear();
+        envelope::encode_event(&mut self.line, e);
+        self.w.write_all(&self.line)
     }
 
     fn line(&mut self, l: &[u8]) -> io::Result<()> {
@@ -167,28 +176,6 @@ pub async fn ls(client: &Client, prefix: &Prefix) -> anyhow::Result<i32> {
     Ok(done(out.flush())?.unwrap_or(0))
 }
 
-/// Count reconnects of a watch for the metrics.
-fn count_reconnects(mut status: tokio::sync::watch::Receiver<WatchStatus>, metrics: Arc<Metrics>) {
-    tokio::spawn(async move {
-        let mut live = false;
-        while status.changed().await.is_ok() {
-            let s = status.borrow_and_update().clone();
-            match s {
-                WatchStatus::Live { .. } => {
-                    live = true;
-                    metrics.up.set(1);
-                }
-                WatchStatus::Reconnecting { .. } if live => {
-                    live = false;
-                    metrics.up.set(0);
-                    metrics.watch_reconnects.inc();
-                }
-                _ => {}
-            }
-        }
-    });
-}
-
 /// `discover watch` without `--exec`.
 pub async fn watch(
     client: &Client,
@@ -206,7 +193,7 @@ pub async fn watch(
     let mut handles = Vec::new();
     for (p, _) in prefixes {
         let (h, s) = client.watch_prefix(p.as_str(), opts.clone())?;
-        count_reconnects(h.status(), metrics.clone());
+        metrics.follow_watch(h.status());
         handles.push(h);
         streams.push(s);
     }
@@ -231,7 +218,14 @@ pub async fn watch(
     if let Some(code) = done(out.flush())? {
         return Ok(code);
     }
-    let mut merged = futures::stream::select_all(streams);
+    // One prefix (the usual case) needs no merging.
+    let mut merged: std::pin::Pin<
+        Box<dyn futures::Stream<Item = discovery::Result<WatchMessage>> + Send>,
+    > = if streams.len() == 1 {
+        Box::pin(streams.remove(0))
+    } else {
+        Box::pin(futures::stream::select_all(streams))
+    };
     let mut reader_check = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         let first = tokio::select! {
@@ -250,12 +244,12 @@ pub async fn watch(
         loop {
             match next {
                 Some(Ok(WatchMessage::Event(e))) => {
-                    metrics.event(e.action().as_str());
+                    metrics.event(e.action());
                     if e.is_resync() {
                         metrics.watch_resyncs.inc();
                     }
                     if actions.is_empty() || actions.contains(&e.action()) {
-                        if let Some(code) = done(out.line(envelope::event_line(&e).as_bytes()))? {
+                        if let Some(code) = done(out.event(&e))? {
                             return Ok(code);
                         }
                     }

@@ -2,6 +2,14 @@
 //! restart (or signal) it when they really change, forward signals, reap
 //! every child, and exit with the child's code.
 //!
+//! "Really change" is judged twice: a change must be one that calls for it
+//! (a set, or a delete unless `--restart-on set`; never an update), and
+//! when the restart is due (after `--wait` and `--splay`), what the child
+//! would be given must differ from what it has. A backend that vanishes
+//! and comes back at the same address within the wait (a sidekick
+//! restarted with `systemctl restart`: its SIGTERM revokes, the new one
+//! registers again) costs no restart.
+//!
 //! The child is exec'd directly (never through a shell) in a process group
 //! of its own; signals go to that group. `discover` makes itself a child
 //! subreaper, so orphans of the child are reaped too: no zombies.
@@ -52,6 +60,25 @@ pub struct ChildInput {
     pub snapshot: serde_json::Value,
 }
 
+impl ChildInput {
+    /// Whether `self` and `other` give the child the same backends (or
+    /// config): the same variables, whatever revision they were read at.
+    fn same_backends(&self, other: &ChildInput) -> bool {
+        let content = |i: &ChildInput| {
+            i.env
+                .iter()
+                .filter(|(k, _)| k != "DISCOVER_REVISION")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        content(self) == content(other)
+    }
+}
+
+/// A child that ran at least this long before exiting by itself resets the
+/// `--restart-child` backoff; one that dies sooner waits longer each time.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+
 /// What the watch side sends.
 #[derive(Debug)]
 pub enum Feed {
@@ -99,6 +126,9 @@ pub async fn supervise(
     let mut sigchld = signal(SignalKind::child()).context("cannot watch SIGCHLD")?;
     let mut current = initial;
     let mut child: Option<Pid> = Some(spawn(&opts, &current)?);
+    // What the running child was given, and when it started.
+    let mut given = current.clone();
+    let mut started = Instant::now();
     let mut pending: Option<Pending> = None;
     let mut stopping: Option<Stopping> = None;
     let mut respawn_at: Option<Instant> = None;
@@ -122,6 +152,8 @@ pub async fn supervise(
                         Some(Stopping { then: Then::Restart, .. }) => {
                             info!(code, "child stopped; starting it again with the new backends");
                             child = Some(spawn(&opts, &current)?);
+                            given = current.clone();
+                            started = Instant::now();
                         }
                         Some(Stopping { then: Then::Exit(err), .. }) => {
                             info!(code, "child stopped; exiting with its code");
@@ -131,6 +163,9 @@ pub async fn supervise(
                             };
                         }
                         None if opts.restart_child => {
+                            if started.elapsed() >= HEALTHY_RUN {
+                                backoff.reset();
+                            }
                             let d = backoff.next_delay();
                             warn!(code, restart_in = ?d, "child exited; restarting it (--restart-child)");
                             respawn_at = Some(Instant::now() + d);
@@ -175,22 +210,30 @@ pub async fn supervise(
                     continue;
                 }
                 let why = p.reasons.join("; ");
+                if current.same_backends(&given) {
+                    info!(reason = %why, "the backends are what the child already has; nothing to do");
+                    continue;
+                }
                 match (opts.reload_signal, child) {
                     (Some(sig), Some(pid)) => {
-                        write_snapshot(&opts, &current)?;
+                        if let Err(e) = write_snapshot(&opts, &current) {
+                            warn!(error = %format!("{e:#}"), "cannot update the snapshot; stopping the child");
+                            begin_stop(child, &mut stopping, opts.kill_timeout, Then::Exit(Some(e)));
+                            continue;
+                        }
                         info!(signal = %sig, reason = %why, "backends changed; signalling the child");
                         metrics.child_restart("signal");
                         let _ = killpg(pid, sig);
+                        given = current.clone();
                     }
                     (None, Some(_)) => {
                         info!(reason = %why, "backends changed; restarting the child");
                         metrics.child_restart("restart");
                         begin_stop(child, &mut stopping, opts.kill_timeout, Then::Restart);
                     }
-                    (_, None) => {
-                        // Waiting to respawn after an exit: start now with the new input.
-                        respawn_at = Some(Instant::now());
-                    }
+                    // Waiting to respawn after an exit (its backoff runs):
+                    // the respawn takes the newest backends.
+                    (_, None) => {}
                 }
             }
             _ = sleep_opt(stop_at) => {
@@ -205,14 +248,20 @@ pub async fn supervise(
                 if child.is_none() && stopping.is_none() {
                     metrics.child_restart("respawn");
                     child = Some(spawn(&opts, &current)?);
-                    backoff.reset();
+                    given = current.clone();
+                    started = Instant::now();
                 }
             }
             sig = signals.recv() => match sig {
                 Sig::Hup => {
                     if let Some(pid) = child {
                         if opts.reload_signal == Some(Signal::SIGHUP) {
-                            write_snapshot(&opts, &current)?;
+                            if let Err(e) = write_snapshot(&opts, &current) {
+                                warn!(error = %format!("{e:#}"), "cannot update the snapshot; stopping the child");
+                                begin_stop(child, &mut stopping, opts.kill_timeout, Then::Exit(Some(e)));
+                                continue;
+                            }
+                            given = current.clone();
                         }
                         info!("SIGHUP: forwarding to the child");
                         let _ = killpg(pid, Signal::SIGHUP);
@@ -221,7 +270,11 @@ pub async fn supervise(
                 Sig::Term | Sig::Int => {
                     let nix_sig = if sig == Sig::Term { Signal::SIGTERM } else { Signal::SIGINT };
                     match (child, stopping.as_mut()) {
-                        (None, _) => return Ok(128 + sig.number()),
+                        // Between a child's exit and its respawn: nothing to stop.
+                        (None, _) => {
+                            info!(signal = sig.name(), "stopping (no child running)");
+                            return Ok(0);
+                        }
                         (Some(pid), Some(s)) if matches!(s.then, Then::Exit(_)) => {
                             warn!(signal = sig.name(), "second signal: killing the child now");
                             let _ = killpg(pid, Signal::SIGKILL);
