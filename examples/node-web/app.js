@@ -12,25 +12,44 @@ const net = require('net')
 const crypto = require('crypto')
 
 const list = v => (v || '').split(',').filter(Boolean)
-const withPort = (b, port) => (/:\d+$/.test(b) ? b : `${b}:${port}`)
+
+// "10.1.0.2:11211", "10.1.0.2", "[fd00::2]:11211" or "fd00::2" as
+// { host, port }, with the default port when none is given.
+function hostPort (backend, port) {
+  const v6 = backend.match(/^\[([^\]]+)\](?::(\d+))?$/)
+  if (v6) return { host: v6[1], port: Number(v6[2] || port) }
+  if ((backend.match(/:/g) || []).length > 1) return { host: backend, port } // bare IPv6
+  const [host, p] = backend.split(':')
+  return { host, port: Number(p || port) }
+}
+const label = ({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)
 
 const config = {
   couchbase: `couchbase://${list(process.env.SERVICES_COUCHBASE).join(',')}`,
-  memcached: list(process.env.SERVICES_MEMCACHED).map(b => withPort(b, 11211))
+  memcached: list(process.env.SERVICES_MEMCACHED).map(b => label(hostPort(b, 11211)))
 }
 console.log('current config:', JSON.stringify(config))
 
-// Ask each memcached backend for its version, over TCP.
+// Ask each memcached backend for its version, over TCP. memcached keeps
+// the connection open, so the answer is the first line; then say "quit".
 function memcachedVersion (backend) {
   return new Promise(resolve => {
-    const i = backend.lastIndexOf(':')
-    const sock = net.connect({ host: backend.slice(0, i), port: Number(backend.slice(i + 1)) })
+    const sock = net.connect(hostPort(backend, 11211))
     let data = ''
+    let done = false
+    const finish = r => { if (!done) { done = true; resolve({ backend, ...r }) } }
     sock.setTimeout(2000, () => sock.destroy(new Error('timed out')))
     sock.on('connect', () => sock.write('version\r\n'))
-    sock.on('data', d => { data += d })
-    sock.on('end', () => resolve({ backend, reply: data.trim() }))
-    sock.on('error', err => resolve({ backend, error: err.message }))
+    sock.on('data', d => {
+      data += d
+      const eol = data.indexOf('\r\n')
+      if (eol >= 0) {
+        finish({ reply: data.slice(0, eol) })
+        sock.end('quit\r\n')
+      }
+    })
+    sock.on('end', () => finish({ error: 'closed without an answer' }))
+    sock.on('error', err => finish({ error: err.message }))
   })
 }
 
