@@ -4,30 +4,54 @@
 # watch prints what a consumer sees. Everything started here is removed on
 # exit, including on Ctrl-C.
 set -euo pipefail
-# Background jobs in process groups of their own: Ctrl-C reaches only this
-# script, whose trap then stops them in order (sidekick first, so that it
-# can still revoke its lease, etcd last).
-set -m
 cd "$(dirname "$0")/.."
 
 TTL=${DEMO_TTL:-4}
 IMAGE="discovery-test/busybox:$(cat tests/image/TAG)"
 RUN="demo-$$"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sidekick-demo.XXXXXX")
-ETCD_PID= WATCH_PID= SIDEKICK_PID=
+ETCD_PID= WATCH_PID= SIDEKICK_PID= PAUSE_PID=
 INTERRUPTED=
 
 if [[ -t 1 ]]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
 say()  { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 note() { printf '    %s\n' "$*"; }
 
-stop() { [[ -n $1 ]] && { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; } || true; }
+# Background processes run in sessions of their own (setsid): Ctrl-C at the
+# terminal reaches only this script and whatever it runs in the foreground,
+# and the trap below stops them in order: sidekick first, so that it can
+# still revoke its lease, etcd last. Each is stopped as a process group.
+stop() {
+  [[ -n $1 ]] || return 0
+  kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# The watch is a pipeline (discover | tee | sed): stop discover alone, so
+# the printers drain its last lines and end by themselves.
+stop_watch() {
+  [[ -n $WATCH_PID ]] || return 0
+  pkill -TERM -g "$WATCH_PID" -x discover 2>/dev/null || true
+  wait "$WATCH_PID" 2>/dev/null || true
+}
+
+# Waits run in the background under the `wait` builtin, which a trapped
+# signal interrupts at once. A foreground `sleep` would not do: a Ctrl-C that
+# lands while bash is starting it reaches the half-started child, not bash,
+# and is lost until the sleep ends (seen under load).
+pause() {
+  sleep "$1" &
+  PAUSE_PID=$!
+  wait "$PAUSE_PID"
+  PAUSE_PID=
+}
 
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
+  [[ -z $PAUSE_PID ]] || kill "$PAUSE_PID" 2>/dev/null || true
   stop "$SIDEKICK_PID"
-  stop "$WATCH_PID"
+  stop_watch
   stop "$ETCD_PID"
   docker rm -f "$RUN-web" >/dev/null 2>&1 || true
   docker network rm "$RUN-a" "$RUN-b" >/dev/null 2>&1 || true
@@ -43,6 +67,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'INTERRUPTED=1; exit 0' INT TERM
 
+# Wait until discover has printed N lines, so each step shows its effect
+# before the next begins (no sleep-and-hope).
+lines_seen() { local c; c=$(grep -c '"action"' "$WORK/events" 2>/dev/null) || c=0; echo "${c:-0}"; }
+expect_lines() {
+  local n=$1 what=$2
+  for _ in $(seq 150); do
+    (( $(lines_seen) >= n )) && return 0
+    pause 0.1
+  done
+  echo "demo: expected $what within 15 s, but discover printed:" >&2
+  cat "$WORK/events" >&2 || true
+  cat "$WORK/discover.log" >&2 || true
+  exit 1
+}
+
 if [[ -z ${DEMO_NO_BUILD:-} ]]; then
   say "Building sidekick and discover"
   cargo build -q -p sidekick
@@ -56,12 +95,14 @@ CLIENT=$(port); PEER=$(port)
 export ETCDCTL_ENDPOINTS="http://127.0.0.1:$CLIENT"
 
 say "Starting a throwaway etcd on 127.0.0.1:$CLIENT (data in $WORK)"
-etcd --name demo --data-dir "$WORK/etcd" \
+setsid etcd --name demo --data-dir "$WORK/etcd" \
   --listen-client-urls "$ETCDCTL_ENDPOINTS" --advertise-client-urls "$ETCDCTL_ENDPOINTS" \
   --listen-peer-urls "http://127.0.0.1:$PEER" --initial-advertise-peer-urls "http://127.0.0.1:$PEER" \
-  --initial-cluster "demo=http://127.0.0.1:$PEER" --logger=zap --log-outputs="$WORK/etcd.log" &
+  --initial-cluster "demo=http://127.0.0.1:$PEER" --logger=zap --log-outputs="$WORK/etcd.log" 2>"$WORK/etcd.err" &
 ETCD_PID=$!
-for _ in $(seq 100); do "$BIN/discover" get /services >/dev/null 2>&1 && break; sleep 0.1; done
+ready=
+for _ in $(seq 100); do "$BIN/discover" get /services >/dev/null 2>&1 && { ready=1; break; }; pause 0.1; done
+[[ -n $ready ]] || { echo "demo: etcd did not answer within 10 s; its log:" >&2; tail -20 "$WORK/etcd.log" "$WORK/etcd.err" >&2; exit 1; }
 
 say "Starting a container ($RUN-web) on network $RUN-a"
 docker network create "$RUN-a" >/dev/null
@@ -70,26 +111,27 @@ docker run -d --name "$RUN-web" --label discovery-test=1 --network "$RUN-a" "$IM
 note "its address: $(docker inspect -f "{{(index .NetworkSettings.Networks \"$RUN-a\").IPAddress}}" "$RUN-web")"
 
 say "discover watch /services/web: every line below is what a consumer sees"
-"$BIN/discover" watch /services/web 2>"$WORK/discover.log" | sed -u 's/^/    discover | /' &
+setsid bash -c 'exec "$0" watch /services/web 2>"$1" | tee "$2" | sed -u "s/^/    discover | /"' \
+  "$BIN/discover" "$WORK/discover.log" "$WORK/events" &
 WATCH_PID=$!
-sleep 0.5
+expect_lines 1 "the get line"
 
 say "1. sidekick --key /services/web/1 --container $RUN-web --port 8080 --ttl $TTL: one set"
-SIDEKICK_LOG=warn "$BIN/sidekick" --key /services/web/1 --container "$RUN-web" --port 8080 --ttl "$TTL" &
+SIDEKICK_LOG=warn setsid "$BIN/sidekick" --key /services/web/1 --container "$RUN-web" --port 8080 --ttl "$TTL" &
 SIDEKICK_PID=$!
-sleep 1.5
+expect_lines 2 "the set of the registration"
 
 say "2. One TTL ($TTL s) of heartbeats: lease keep-alives, which wake no watcher (no line)"
-sleep "$TTL"
+pause "$TTL"
 "$BIN/discover" ls /services/web | sed 's/^/    /'
 note "(the chapter's loop would have written the key again every 5 s)"
 
 say "3. The container moves to network $RUN-b: a set, with prevNode"
 docker network connect "$RUN-b" "$RUN-web"
-docker network disconnect "$RUN-a" "$RUN-web"
 note "new address: $(docker inspect -f "{{(index .NetworkSettings.Networks \"$RUN-b\").IPAddress}}" "$RUN-web")"
-sleep 1.5
+docker network disconnect "$RUN-a" "$RUN-web"
+expect_lines 3 "the set of the move"
 
 say "4. docker stop: a delete, at once (not after the TTL)"
 docker stop -t 2 "$RUN-web" >/dev/null
-sleep 1.5
+expect_lines 4 "the delete"
