@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 struct Inner {
@@ -17,6 +17,8 @@ struct Inner {
     conns: Mutex<Vec<UnixStream>>,
     /// Bumped to stop the current accept loop.
     generation: AtomicU64,
+    /// While set, new connections are accepted but not forwarded yet.
+    held: AtomicBool,
 }
 
 /// See the module docs.
@@ -34,6 +36,7 @@ impl SocketProxy {
             rewrite: rewrite.map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())),
             conns: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            held: AtomicBool::new(false),
         });
         let p = Self { inner };
         p.listen();
@@ -50,6 +53,17 @@ impl SocketProxy {
         for c in self.inner.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Accept new connections but forward nothing until [`SocketProxy::release`]:
+    /// requests hang, as against a daemon that is busy restarting.
+    pub fn hold(&self) {
+        self.inner.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Forward the held connections and every new one.
+    pub fn release(&self) {
+        self.inner.held.store(false, Ordering::SeqCst);
     }
 
     /// Stop accepting and remove the socket, then sever: the daemon is gone.
@@ -77,26 +91,34 @@ impl SocketProxy {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                let Ok(upstream) = UnixStream::connect(&inner.upstream) else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                {
-                    let mut conns = inner.conns.lock().unwrap();
-                    conns.retain(|c| c.peer_addr().is_ok());
-                    conns.push(client.try_clone().expect("clone"));
-                    conns.push(upstream.try_clone().expect("clone"));
-                }
-                let rewrite = inner.rewrite.clone();
-                pump(
-                    client.try_clone().expect("clone"),
-                    upstream.try_clone().expect("clone"),
-                    rewrite,
-                );
-                pump(upstream, client, None);
+                let inner = inner.clone();
+                std::thread::spawn(move || forward(&inner, client));
             }
         });
     }
+}
+
+/// Connect one accepted client to the daemon (once not held) and pump.
+fn forward(inner: &Inner, client: UnixStream) {
+    while inner.held.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let Ok(upstream) = UnixStream::connect(&inner.upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    {
+        let mut conns = inner.conns.lock().unwrap();
+        conns.retain(|c| c.peer_addr().is_ok());
+        conns.push(client.try_clone().expect("clone"));
+        conns.push(upstream.try_clone().expect("clone"));
+    }
+    pump(
+        client.try_clone().expect("clone"),
+        upstream.try_clone().expect("clone"),
+        inner.rewrite.clone(),
+    );
+    pump(upstream, client, None);
 }
 
 impl Drop for SocketProxy {

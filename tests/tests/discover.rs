@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::proc::{Proc, descendants, discover, proc_state};
-use harness::{Etcd, eventually};
+use harness::proc::{Proc, descendants, discover, proc_state, sidekick};
+use harness::tcp_proxy::TcpProxy;
+use harness::{Etcd, RawWatch, eventually};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -262,15 +263,16 @@ async fn exec_restarts_on_set_and_delete_never_on_update() {
         log_lines(&log)
     );
 
-    // A set does, with the new environment.
+    // A set does, with the new environment, read at that put's revision.
     etcdctl(&etcd, &["put", "/services/couchbase/2", "10.1.1.3"]);
+    let revision = etcd.revision().await;
     eventually(Duration::from_secs(5), "restart on set", || {
         (starts(&log).len() == 2).then_some(())
     })
     .await;
     assert!(
-        starts(&log)[1].contains(" 10.1.1.2,10.1.1.3 "),
-        "{:?}",
+        starts(&log)[1].contains(&format!(" 10.1.1.2,10.1.1.3 unset {revision} ")),
+        "SERVICES_COUCHBASE and DISCOVER_REVISION={revision}: {:?}",
         starts(&log)
     );
     assert!(
@@ -573,7 +575,12 @@ async fn a_closed_pipe_ends_discover_with_0() {
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_survives_an_etcd_restart_without_gap_or_duplicate() {
     let mut etcd = Etcd::single().await;
-    let w = Proc::spawn(discover(&etcd, &["watch", "/services/couchbase"]));
+    // Through a proxy, so that the second phase can cut discover off while
+    // etcd goes on taking writes.
+    let proxy = TcpProxy::start(etcd.endpoint(0).trim_start_matches("http://"));
+    let mut cmd = discover(&etcd, &["watch", "/services/couchbase"]);
+    cmd.env("ETCDCTL_ENDPOINTS", proxy.endpoint());
+    let w = Proc::spawn(cmd);
     w.wait_stdout(Duration::from_secs(10), "get line", |l| {
         l.contains("\"get\"")
     })
@@ -614,6 +621,44 @@ async fn watch_survives_an_etcd_restart_without_gap_or_duplicate() {
     w.wait_stdout(Duration::from_secs(15), "the last revision", |l| {
         l.contains(&want)
     })
+    .await;
+
+    // Cut off while puts and deletes go on: all of them arrive once it is back.
+    proxy.cut();
+    w.wait_stderr(Duration::from_secs(10), "the cut noticed", |l| {
+        l.contains("watch disconnected")
+    })
+    .await;
+    for i in 0..30 {
+        let r = if i % 3 == 2 {
+            raw.delete(format!("/services/couchbase/{}", i % 5), None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision()
+        } else {
+            raw.put(
+                format!("/services/couchbase/{}", i % 5),
+                format!("c{i}"),
+                None,
+            )
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision()
+        };
+        // A delete of a key already gone writes no revision.
+        last = last.max(r);
+    }
+    proxy.restore();
+    let want = format!("\"revision\":{last},");
+    w.wait_stdout(
+        Duration::from_secs(15),
+        "the last revision after the cut",
+        |l| l.contains(&want),
+    )
     .await;
     let revs: Vec<i64> = w.stdout_json()[1..]
         .iter()
@@ -743,6 +788,49 @@ async fn bad_usage_exits_2() {
             &["watch", "/x", "--kill-timeout", "0", "--exec", "true"],
             "zero",
         ),
+        (
+            &["watch", "/a-b", "/a/b", "--exec", "true"],
+            "would both be passed as A_B",
+        ),
+        (
+            &["watch", "/path", "--exec", "true"],
+            "name it with --env-name",
+        ),
+        (
+            &[
+                "watch",
+                "/x",
+                "--env-name",
+                "LD_PRELOAD=/x",
+                "--exec",
+                "true",
+            ],
+            "would replace a variable",
+        ),
+        (
+            &[
+                "watch",
+                "/x",
+                "--env-name",
+                "A=/x",
+                "--env-name",
+                "B=/x",
+                "--exec",
+                "true",
+            ],
+            "names /x twice",
+        ),
+        (
+            &[
+                "config",
+                "/config/web",
+                "--restart-on",
+                "set",
+                "--exec",
+                "true",
+            ],
+            "--restart-on applies to watch",
+        ),
         (&["get", "/x", "--endpoints", "http://h"], "no port"),
         (&["get", "/x", "--format", "yaml"], "yaml"),
     ];
@@ -770,4 +858,136 @@ async fn bad_usage_exits_2() {
     let (code, _, err) = run(c);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_back_at_the_same_address_within_wait_costs_no_restart() {
+    // `systemctl restart` of a sidekick: its SIGTERM revokes (a delete), the
+    // new process registers again (a set of the same value). The web tier
+    // must not restart for that; a real change still restarts it.
+    let etcd = Etcd::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = child_script(dir.path(), "exit 0");
+    let sk_args = [
+        "--key",
+        "/services/couchbase/1",
+        "--ip",
+        "10.1.1.2",
+        "--ttl",
+        "3",
+    ];
+    let mut sk = Proc::spawn(sidekick(&etcd, &sk_args));
+    sk.wait_stderr(Duration::from_secs(10), "registered", |l| {
+        l.contains("ready")
+    })
+    .await;
+    let mut cmd = discover(
+        &etcd,
+        &[
+            "watch",
+            "/services/couchbase",
+            "--wait",
+            "1s:5s",
+            "--exec",
+            script.to_str().unwrap(),
+        ],
+    );
+    cmd.env("LOG", &log);
+    let d = Proc::spawn(cmd);
+    eventually(Duration::from_secs(10), "first start", || {
+        (starts(&log).len() == 1).then_some(())
+    })
+    .await;
+    let raw = RawWatch::start(&etcd, "/services/couchbase/").await;
+
+    sk.signal(Signal::SIGTERM);
+    assert_eq!(sk.wait_exit(Duration::from_secs(2)).await.code(), Some(0));
+    let sk2 = Proc::spawn(sidekick(&etcd, &sk_args));
+    let deleted = raw
+        .wait_for(Duration::from_secs(2), "the revoke", |e| !e.put)
+        .await;
+    raw.wait_for(Duration::from_secs(5), "the new registration", |e| {
+        e.put && e.revision > deleted.revision
+    })
+    .await;
+    // discover decides once the burst is quiet, and says so.
+    d.wait_stderr(Duration::from_secs(8), "the decision", |l| {
+        l.contains("what the child already has")
+    })
+    .await;
+    assert_eq!(starts(&log).len(), 1, "no restart: {:?}", log_lines(&log));
+
+    // A real change does restart it, with the new backends.
+    etcdctl(&etcd, &["put", "/services/couchbase/2", "10.1.1.3"]);
+    eventually(Duration::from_secs(8), "restart on a real change", || {
+        (starts(&log).len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        starts(&log)[1].contains(" 10.1.1.2,10.1.1.3 "),
+        "{:?}",
+        starts(&log)
+    );
+    drop(sk2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_before_the_first_listing_exits_0_without_a_child() {
+    let mut etcd = Etcd::single().await;
+    etcd.kill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = child_script(dir.path(), "exit 0");
+    let mut cmd = discover(
+        &etcd,
+        &[
+            "watch",
+            "/services/couchbase",
+            "--exec",
+            script.to_str().unwrap(),
+        ],
+    );
+    cmd.env("LOG", &log);
+    let mut d = Proc::spawn(cmd);
+    d.wait_stderr(Duration::from_secs(10), "waiting for etcd", |l| {
+        l.contains("not reachable")
+    })
+    .await;
+    let t = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(2)).await;
+    assert_eq!(status.code(), Some(0), "{}", d.dump());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(starts(&log).is_empty(), "no child was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_child_backs_off_a_child_that_keeps_dying() {
+    let etcd = Etcd::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut cmd = discover(
+        &etcd,
+        &[
+            "watch",
+            "/services/couchbase",
+            "--restart-child",
+            "--exec",
+            "sh",
+            "-c",
+            "echo start >> \"$LOG\"; exit 3",
+        ],
+    );
+    cmd.env("LOG", &log);
+    let _d = Proc::spawn(cmd);
+    eventually(Duration::from_secs(10), "first start", || {
+        (!starts(&log).is_empty()).then_some(())
+    })
+    .await;
+    // Delays of [0.2, 0.4), [0.4, 0.8), [0.8, 1.6), [1.6, 3.2) s: at most 5
+    // starts in 3.5 s. A backoff that never grew would give 9 or more.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let n = starts(&log).len();
+    assert!((3..=5).contains(&n), "{n} starts in 3.5 s");
 }

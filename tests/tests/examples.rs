@@ -136,3 +136,89 @@ async fn node_watch_inline_exits_on_set_not_on_update() {
         "discover {discover_pid} still running after its reader exited"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
+    // Debian's memcached on loopback: it keeps connections open, as the
+    // test image's stand-in now does too.
+    let mc_port = free_port();
+    let mut mc = Command::new("memcached");
+    mc.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &mc_port.to_string(),
+        "-U",
+        "0",
+        "-u",
+        "nobody",
+    ]);
+    let _mc = Proc::spawn(mc);
+    let etcd = Etcd::single().await;
+    let c = etcd.client().await;
+    c.put("/services/memcached/1", format!("127.0.0.1:{mc_port}"))
+        .await
+        .unwrap();
+    c.put("/services/couchbase/1", "127.0.0.1:8091")
+        .await
+        .unwrap();
+    let web_port = free_port();
+    let mut cmd = harness::proc::discover(
+        &etcd,
+        &[
+            "watch",
+            "/services/couchbase",
+            "/services/memcached",
+            "--wait",
+            "1s:5s",
+            "--exec",
+            "node",
+        ],
+    );
+    cmd.arg(repo().join("examples/node-web/app.js"))
+        .env("PORT", web_port.to_string())
+        .env("HOST", "127.0.0.1");
+    let web = Proc::spawn(cmd);
+    let answered = web
+        .wait_stdout(Duration::from_secs(10), "memcached answered", |l| {
+            l.starts_with(&format!(
+                "memcached 127.0.0.1:{mc_port} answered: VERSION 1."
+            ))
+        })
+        .await;
+    // GET / returns the config, with the round trip and a session cookie.
+    let page = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", web_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    })
+    .await
+    .unwrap();
+    assert!(page.contains("set-cookie: sid="), "{page}");
+    let body: serde_json::Value =
+        serde_json::from_str(page.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap();
+    assert_eq!(body["couchbase"], "couchbase://127.0.0.1:8091", "{body}");
+    assert_eq!(
+        body["memcached"][0],
+        format!("127.0.0.1:{mc_port}"),
+        "{body}"
+    );
+    assert!(
+        body["memcachedStatus"][0]["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("VERSION 1.")),
+        "a real memcached answered: {body}\n{answered}"
+    );
+}

@@ -144,14 +144,23 @@ async fn leader_killed_ten_times() {
         "missing {missing:?} duplicated {dups:?}"
     );
     assert_eq!(got, hist.iter().map(|e| e.0).collect::<Vec<_>>());
-    let (deletes, longest) = absences(&raw, key);
-    assert!(
-        longest < Duration::from_secs(4),
-        "registration absent for {longest:?} (TTL 4s)\n{}",
+    // etcd's own history, not a watcher's arrival times (a watcher that
+    // reconnects bunches them): the key was never deleted, so never absent.
+    let key_history: Vec<_> = history(&cluster, "/services/", start + 1, last)
+        .await
+        .into_iter()
+        .filter(|e| e.1 == key)
+        .collect();
+    let deletes = key_history.iter().filter(|e| !e.2).count();
+    let (_, longest) = absences(&raw, key);
+    assert_eq!(
+        deletes,
+        0,
+        "the registration lapsed ({key_history:?}, raw watch: longest absence {longest:?}, TTL 4s)\n{}",
         sk.dump()
     );
     println!(
-        "FAULT 1 leader killed 10x (new leader after median {:?}, max {:?}): registration absent {deletes} times, longest {longest:?} (TTL 4s); \
+        "FAULT 1 leader killed 10x (new leader after median {:?}, max {:?}): registration absent {deletes} times per etcd's history (TTL 4s); \
          discover audit {} events == etcd history {}..={}, 0 missing, 0 duplicated; {} writes acknowledged",
         median(elections.clone()),
         elections.iter().max().unwrap(),
@@ -306,27 +315,31 @@ async fn a_frozen_member_is_left_behind() {
     let mut cluster = EtcdCluster::new(3).await;
     let key = "/services/api/1";
     let raw = RawWatch::start(&cluster, key).await;
-    let _sk = Proc::spawn(sidekick(&cluster, &["--key", key, "--ip", "10.9.0.1"]));
+    let sk = Proc::spawn(sidekick(&cluster, &["--key", key, "--ip", "10.9.0.1"]));
     raw.wait_for(Duration::from_secs(10), "registered", |e| e.put)
         .await;
+    sk.wait_stderr(Duration::from_secs(10), "the keep-alive's member", |l| {
+        l.contains("keep-alive stream live")
+    })
+    .await;
     let w = Proc::spawn(discover(&cluster, &["watch", "/services"]));
-    let live = w
-        .wait_stderr(Duration::from_secs(10), "the watch's member", |l| {
-            l.contains("watch live")
-        })
-        .await;
-    let member = live
-        .split("member=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let frozen = cluster
-        .member_index(u64::from_str_radix(member, 16).unwrap())
-        .await
-        .unwrap();
-
+    w.wait_stderr(Duration::from_secs(10), "the watch's member", |l| {
+        l.contains("watch live")
+    })
+    .await;
+    // The member a tool uses now: the last one it logged.
+    let serving = |p: &Proc, what: &str| -> u64 {
+        let err = p.stderr();
+        let line = err.lines().rev().find(|l| l.contains(what)).unwrap();
+        let hex = line
+            .split("member=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for n in 0..4 {
@@ -344,10 +357,33 @@ async fn a_frozen_member_is_left_behind() {
         ));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.freeze(frozen);
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    cluster.thaw(frozen);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Freeze the member serving discover's watch, then, if the sidekick's
+    // keep-alives go to another one, that one: each tool must leave its own
+    // frozen member for another.
+    let mut frozen_for = Vec::new();
+    for (tool, p, what) in [
+        ("discover", &w, "watch live"),
+        ("sidekick", &sk, "keep-alive stream live"),
+    ] {
+        let id = serving(p, what);
+        let m = cluster.member_index(id).await.unwrap();
+        if let Some((_, done)) = frozen_for.iter().find(|(n, _)| *n == m) {
+            println!("FAULT 3 {tool} uses m{m} too, frozen for {done}");
+            continue;
+        }
+        cluster.freeze(m);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cluster.thaw(m);
+        let moved = serving(p, what);
+        assert_ne!(
+            moved,
+            id,
+            "{tool} stayed on the frozen member m{m}\n{}",
+            p.dump()
+        );
+        frozen_for.push((m, tool));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let mut acked = Vec::new();
     for w in writers {
@@ -382,14 +418,29 @@ async fn a_frozen_member_is_left_behind() {
         })
         .collect();
     let worst = *delays.iter().max().unwrap();
-    let (deletes, longest) = absences(&raw, key);
+    let deletes = history(&cluster, "/services/", 1, last)
+        .await
+        .into_iter()
+        .filter(|e| e.1 == key && !e.2)
+        .count();
+    let (_, longest) = absences(&raw, key);
     assert!(
         worst < Duration::from_secs(16),
         "discover stalled {worst:?} (2 x TTL = 16s)"
     );
-    assert_eq!(deletes, 0, "the registration never lapsed");
+    assert_eq!(
+        deletes,
+        0,
+        "the registration never lapsed (absent {longest:?})\n{}",
+        sk.dump()
+    );
+    let rounds: Vec<String> = frozen_for
+        .iter()
+        .map(|(m, tool)| format!("m{m} (serving {tool})"))
+        .collect();
     println!(
-        "FAULT 3 member m{frozen} (serving discover's watch) frozen 20s: longest put-to-line stall {worst:?} (limit 2 x TTL = 16s), median {:?}; registration never absent ({deletes} deletes, {longest:?}); {} writes",
+        "FAULT 3 frozen 20 s each: {}; each tool moved to another member; longest put-to-line stall {worst:?} (limit 2 x TTL = 16s), median {:?}; registration never absent ({deletes} deletes, {longest:?}); {} writes",
+        rounds.join(", then "),
         median(delays.clone()),
         acked.len()
     );
@@ -399,8 +450,10 @@ async fn a_frozen_member_is_left_behind() {
 async fn discover_resyncs_after_compaction_past_it() {
     let etcd = Etcd::single().await;
     let all = etcd.client().await;
+    let mut created = HashMap::new();
     for k in ["a", "b", "c"] {
-        all.put(&format!("/services/r/{k}"), "1").await.unwrap();
+        let rev = all.put(&format!("/services/r/{k}"), "1").await.unwrap();
+        created.insert(k, rev);
     }
     // discover reaches etcd only through a proxy that we cut: etcd itself
     // stays up, applies the writes and the compaction.
@@ -419,10 +472,21 @@ async fn discover_resyncs_after_compaction_past_it() {
     })
     .await;
     let mut c = etcd.raw_client().await;
-    c.put("/services/r/a", "2", None).await.unwrap();
+    let rev = |r: &etcd_client::ResponseHeader| r.revision();
+    let a2 = rev(c
+        .put("/services/r/a", "2", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap());
     c.put("/services/r/b", "1", None).await.unwrap();
     c.delete("/services/r/c", None).await.unwrap();
-    c.put("/services/r/d", "1", None).await.unwrap();
+    let d1 = rev(c
+        .put("/services/r/d", "1", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap());
     c.put("/services/r/e", "1", None).await.unwrap();
     let r = c
         .delete("/services/r/e", None)
@@ -433,6 +497,7 @@ async fn discover_resyncs_after_compaction_past_it() {
         .revision();
     etcd.compact(r).await;
     proxy.restore();
+    let back = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(20);
     let lines = loop {
         let lines: Vec<serde_json::Value> = w
@@ -470,14 +535,27 @@ async fn discover_resyncs_after_compaction_past_it() {
         "{}",
         w.dump()
     );
+    // Byte for byte: the listing's revision, the fresh nodes, the last
+    // state known before the cut as prevNode.
+    let (ca, cc) = (created["a"], created["c"]);
+    let want = [
+        format!(
+            r#"{{"action":"set","revision":{r},"node":{{"key":"/services/r/a","value":"2","createdIndex":{ca},"modifiedIndex":{a2}}},"prevNode":{{"key":"/services/r/a","value":"1","createdIndex":{ca},"modifiedIndex":{ca}}},"resync":true}}"#
+        ),
+        format!(
+            r#"{{"action":"delete","revision":{r},"node":{{"key":"/services/r/c","modifiedIndex":{r}}},"prevNode":{{"key":"/services/r/c","value":"1","createdIndex":{cc},"modifiedIndex":{cc}}},"resync":true}}"#
+        ),
+        format!(
+            r#"{{"action":"set","revision":{r},"node":{{"key":"/services/r/d","value":"1","createdIndex":{d1},"modifiedIndex":{d1}}},"resync":true}}"#
+        ),
+    ];
     // Nothing else arrived as if it were live (b's same-value write, e's put and delete).
-    let events = w
-        .stdout_json()
-        .into_iter()
-        .filter(|v| v["action"] != "get")
-        .count();
-    assert_eq!(events, 3, "{}", w.dump());
+    let timed = w.stdout_timed();
+    let events: Vec<&(Instant, String)> = timed.iter().skip(1).collect();
+    let lines: Vec<&str> = events.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(lines, want, "{}", w.dump());
+    let took = events[2].0.saturating_duration_since(back);
     println!(
-        "FAULT 4 compaction past a disconnected discover: exactly 3 resync lines (set a, delete c, set d), marked \"resync\":true"
+        "FAULT 4 compaction past a disconnected discover: exactly the 3 resync lines (set a, delete c, set d), byte for byte, {took:?} after it could reach etcd again"
     );
 }

@@ -163,7 +163,8 @@ async fn container_ip_matches_docker_inspect_on_bridge_and_flannel_network() {
 async fn tcp_line(ip: &str, port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
-    s.write_all(b"version\r\n").await.unwrap();
+    // memcached keeps the connection open: ask, then say goodbye.
+    s.write_all(b"version\r\nquit\r\n").await.unwrap();
     let mut buf = String::new();
     tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut buf))
         .await

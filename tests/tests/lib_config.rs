@@ -138,9 +138,9 @@ async fn a_single_json_document_and_refused_starts() {
         )
         .await
         .unwrap();
-    let cfg = client.config::<Web>(&p).await.unwrap();
-    assert_eq!(cfg.current().port, 8080);
-    let mut values = cfg.values();
+    // The receiver alone keeps the watch going: the ConfigWatch is gone.
+    let (mut values, _errors) = client.config::<Web>(&p).await.unwrap().into_parts();
+    assert_eq!(values.borrow_and_update().port, 8080);
     client
         .put(
             &p,

@@ -162,7 +162,9 @@ async fn sidekick_and_discover_export_what_they_do() {
             "60",
         ],
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its watch is live (the --exec mode reports it too), so the next put
+    // is a change the child must get.
+    wait_metric(&x_addr, "discover_up", |v| v == 1.0).await;
     c.put("/services/m/3", "b").await.unwrap();
     wait_metric(
         &x_addr,
@@ -170,4 +172,10 @@ async fn sidekick_and_discover_export_what_they_do() {
         |v| v >= 1.0,
     )
     .await;
+    // Cut off and back: a reconnect, and up again.
+    etcd.kill(0);
+    wait_metric(&x_addr, "discover_up", |v| v == 0.0).await;
+    etcd.restart(0).await;
+    wait_metric(&x_addr, "discover_watch_reconnects_total", |v| v >= 1.0).await;
+    wait_metric(&x_addr, "discover_up", |v| v == 1.0).await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use harness::etcd::{ROOT_PASSWORD, SIDEKICK_PASSWORD, enable_auth};
 use harness::pki::Pki;
 use harness::proc::{Proc, bin_path};
-use harness::{EtcdCluster, EtcdConfig, eventually, eventually_async};
+use harness::{EtcdCluster, EtcdConfig, RawWatch, eventually, eventually_async};
 use nix::sys::signal::Signal;
 
 fn tool(bin: &str, etcd: &EtcdCluster) -> Command {
@@ -94,7 +94,10 @@ async fn tls_refusals_name_the_problem() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("TLS handshake") && err.to_lowercase().contains("issuer"),
+        err.contains("TLS handshake")
+            && err.contains("not signed by the CA given")
+            && err.contains("--cacert")
+            && err.contains("UnknownIssuer"),
         "wrong CA: {err}"
     );
     println!("SECURITY wrong CA -> exit {code}: {}", err.trim());
@@ -102,7 +105,9 @@ async fn tls_refusals_name_the_problem() {
     let (code, _, err) = get(&["--cacert".as_ref(), pki.path("ca.pem").as_os_str()]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("TLS handshake") && err.to_lowercase().contains("certificate"),
+        err.contains("TLS handshake")
+            && err.contains("requires a client certificate")
+            && err.contains("--cert and --tls-key"),
         "missing client cert: {err}"
     );
     println!(
@@ -119,7 +124,14 @@ async fn tls_refusals_name_the_problem() {
         pki.path("stranger.key").as_os_str(),
     ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("TLS handshake"), "foreign client cert: {err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("refused our client certificate"),
+        "foreign client cert: {err}"
+    );
+    println!(
+        "SECURITY foreign client certificate -> exit {code}: {}",
+        err.trim()
+    );
     // Plain http against a TLS port: it says it got no answer, naming the endpoint.
     let plain = etcd.endpoint(0).replace("https://", "http://");
     let mut d = Proc::command("discover");
@@ -223,8 +235,10 @@ async fn a_restricted_user_works_and_its_password_shows_nowhere() {
         );
     }
     assert!(
-        !env.contains(SIDEKICK_PASSWORD) && !env.contains("ETCDCTL_PASSWORD="),
-        "password in the child's env:\n{env}"
+        !env.contains(SIDEKICK_PASSWORD)
+            && !env.contains("ETCDCTL_PASSWORD=")
+            && !env.contains("ETCDCTL_PASSWORD_FILE="),
+        "the password, or where to read it, in the child's env:\n{env}"
     );
     let child = harness::proc::descendants(d.pid())[0];
     let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
@@ -288,6 +302,24 @@ async fn an_expired_token_is_renewed() {
         .await
         .unwrap();
     client.put("/services/tok/1", "a").await.unwrap();
+    // A sidekick as the same user, whose keep-alives must outlive tokens too.
+    let raw = RawWatch::start(&etcd, "/services/tok-sk/").await;
+    let mut sk = tool("sidekick", &etcd);
+    sk.args([
+        "--key",
+        "/services/tok-sk/1",
+        "--ip",
+        "10.9.0.7",
+        "--ttl",
+        "3",
+    ])
+    .env("ETCDCTL_USER", "sidekick")
+    .env("ETCDCTL_PASSWORD", SIDEKICK_PASSWORD);
+    let sk = Proc::spawn(sk);
+    raw.wait_for(Duration::from_secs(10), "the sidekick registered", |e| {
+        e.put
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the token is gone
     client
         .put("/services/tok/1", "b")
@@ -324,4 +356,13 @@ async fn an_expired_token_is_renewed() {
         |l| l.contains("\"value\":\"c\""),
     )
     .await;
+    // The sidekick kept its lease through expired tokens and the restart:
+    // two TTLs later its key was never deleted and is still there.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let deletes = raw.events().iter().filter(|e| !e.put).count();
+    assert_eq!(deletes, 0, "{:#?}\n{}", raw.events(), sk.dump());
+    let mut c = etcd.raw_client().await;
+    let kvs = c.get("/services/tok-sk/1", None).await.unwrap();
+    assert_eq!(kvs.kvs().len(), 1, "{}", sk.dump());
+    assert!(!sk.stderr().contains("refuses"), "{}", sk.dump());
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use harness::docker::{ContainerSpec, DOCKER_SOCKET, unique_name};
@@ -31,7 +32,7 @@ fn proxy() -> (tempfile::TempDir, SocketProxy) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_severed_event_stream_is_resubscribed() {
+async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() {
     let etcd = Etcd::single().await;
     let docker = Docker::connect().await;
     let c = docker
@@ -40,7 +41,8 @@ async fn a_severed_event_stream_is_resubscribed() {
     let ip = c.bridge_ip().await.unwrap();
     let key = format!("{}/1", unique_prefix("sever"));
     let (_d, proxy) = proxy();
-    // A long reconcile interval: only the event stream can make the stop fast.
+    // A long reconcile interval: only the event stream (and the inspect
+    // that follows a resubscription) can make a change show fast.
     let mut cmd = sidekick(
         &etcd,
         &[
@@ -60,26 +62,113 @@ async fn a_severed_event_stream_is_resubscribed() {
         (value(&etcd, &key).await.as_deref() == Some(ip.as_str())).then_some(())
     })
     .await;
-    proxy.sever();
-    p.wait_stderr(Duration::from_secs(5), "the stream loss noticed", |l| {
-        l.contains("event stream")
-    })
-    .await;
-    // Give it a moment to resubscribe, then stop the container: the
-    // resubscribed stream must deliver the stop at once.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let raw = RawWatch::start(&etcd, &key).await;
-    let t = Instant::now();
+    // The event stream is live once an event gets through: a SIGHUP, which
+    // the container's PID 1 ignores and the sidekick answers with an inspect.
+    let live = |n: usize| {
+        let (p, name) = (&p, c.name().to_owned());
+        async move {
+            let out = Command::new("docker")
+                .args(["kill", "-s", "HUP", &name])
+                .env_remove("DOCKER_HOST")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            harness::eventually(
+                Duration::from_secs(5),
+                "an event through the stream",
+                || (p.stderr().matches("re-inspecting").count() >= n).then_some(()),
+            )
+            .await;
+        }
+    };
+    // The cut is noticed by the stream itself, or by a request that was in
+    // flight on the connection cut (then the stream is dropped with it).
+    let noticed_after = |from: usize| {
+        let p = &p;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let err = p.stderr();
+                let new = err.get(from..).unwrap_or_default();
+                if new.contains("event stream") || new.contains("Docker unreachable") {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cut was not noticed within 5 s\n{}",
+                    p.dump()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // 1. The stream is cut and stays down (Docker holds every request)
+    //    while the container restarts. When it returns, Docker replays
+    //    kill, die, stop and start; the inspect after the resubscription
+    //    already shows the container running, so the replayed die must not
+    //    withdraw it: consumers see no delete (a set only if its address
+    //    changed).
+    live(1).await;
+    let before = p.stderr().len();
+    proxy.hold();
+    proxy.sever();
+    noticed_after(before).await;
     c.stop().await;
+    c.start().await;
+    let ip2 = c.bridge_ip().await.unwrap();
+    proxy.release();
+    eventually_async(
+        Duration::from_secs(5),
+        "resubscribed and reconciled",
+        || async { (value(&etcd, &key).await.as_deref() == Some(ip2.as_str())).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = raw.events();
+    assert!(
+        seen.iter().all(|e| e.put && e.value_str() == ip2),
+        "a restart while the stream was down is no delete: {seen:#?}\n{}",
+        p.dump()
+    );
+    assert_eq!(seen.len(), usize::from(ip2 != ip), "{seen:#?}");
+
+    // 2. Cut again, and the container stops meanwhile: the key stays (the
+    //    sidekick cannot know), and goes as soon as the stream returns.
+    live(2).await;
+    let before = p.stderr().len();
+    proxy.hold();
+    proxy.sever();
+    noticed_after(before).await;
+    c.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(value(&etcd, &key).await.as_deref(), Some(ip2.as_str()));
+    let t = Instant::now();
+    proxy.release();
     let gone = raw
-        .wait_for(Duration::from_secs(1), "key gone via the new stream", |e| {
-            !e.put
-        })
+        .wait_for(
+            Duration::from_secs(1),
+            "key gone once the stream returned",
+            |e| !e.put,
+        )
         .await;
     println!(
-        "FAULT docker event stream severed -> resubscribed; docker stop -> key gone {:?}",
+        "FAULT docker event stream cut, container stopped meanwhile -> key gone {:?} after the stream returned",
         gone.at - t
     );
+
+    // 3. And the resubscribed stream delivers the next start at once.
+    let t = Instant::now();
+    c.start().await;
+    raw.wait_for(Duration::from_secs(1), "registered again on start", |e| {
+        e.put && e.at >= t
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -48,7 +48,7 @@ fn install_root(dest: &Path, prefix: &str) {
         .unwrap();
     assert!(cp.success());
     std::fs::create_dir_all(dest.join("usr/bin")).unwrap();
-    for bin in ["docker", "node"] {
+    for bin in ["docker", "node", "touch"] {
         let src = Path::new("/usr/bin").join(bin);
         assert!(src.exists(), "/usr/bin/{bin} is needed to verify the units");
         let dst = dest.join("usr/bin").join(bin);
@@ -137,25 +137,42 @@ fn prefix_is_honoured_and_the_check_catches_a_missing_binary() {
 
 #[test]
 fn sidekick_units_are_well_kept() {
+    // What every sidekick unit has, the generic template included.
+    let common = [
+        "Type=notify",
+        "Restart=always",
+        "TimeoutStartSec=infinity",
+        "EnvironmentFile=-/etc/default/sidekick",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ];
+    let mut specific = vec![(
+        "sidekick@.service",
+        vec!["ExecStart=/usr/local/bin/sidekick --key ${SIDEKICK_PREFIX}/%i --container %i $SIDEKICK_ARGS".to_owned()],
+    )];
     for (unit, container, port) in [
         ("memcached-sidekick@.service", "memcached", "11211"),
         ("couchbase-sidekick@.service", "couchbase", "8091"),
     ] {
+        specific.push((
+            unit,
+            vec![
+                format!(
+                    "ExecStart=/usr/local/bin/sidekick --key /services/{container}/%i --container {container}-%i --port {port}"
+                ),
+                format!("BindsTo={container}@%i.service"),
+                format!("After={container}@%i.service"),
+            ],
+        ));
+    }
+    for (unit, lines) in &specific {
         let text = std::fs::read_to_string(repo().join("units").join(unit)).unwrap();
-        let want = [
-            format!(
-                "ExecStart=/usr/local/bin/sidekick --key /services/{container}/%i --container {container}-%i --port {port}"
-            ),
-            format!("BindsTo={container}@%i.service"),
-            format!("After={container}@%i.service"),
-            "Type=notify".into(),
-            "Restart=always".into(),
-            "EnvironmentFile=-/etc/default/sidekick".into(),
-            "NoNewPrivileges=yes".into(),
-            "ProtectSystem=strict".into(),
-            "PrivateTmp=yes".into(),
-        ];
-        for line in &want {
+        for line in common
+            .iter()
+            .copied()
+            .chain(lines.iter().map(String::as_str))
+        {
             assert!(text.lines().any(|l| l == line), "{unit} lacks {line:?}");
         }
         let families = text
@@ -164,7 +181,7 @@ fn sidekick_units_are_well_kept() {
             .expect("RestrictAddressFamilies");
         assert!(
             families.contains("AF_UNIX"),
-            "the Docker socket needs AF_UNIX: {families}"
+            "{unit}: the Docker socket needs AF_UNIX: {families}"
         );
     }
     // Better than the chapter on every point: no etcdctl, no shell loops, no sleeps.
@@ -185,6 +202,6 @@ fn sidekick_units_are_well_kept() {
     ));
     let worker = std::fs::read_to_string(repo().join("units/worker.service")).unwrap();
     assert!(worker.contains(
-        "ExecStart=/usr/local/bin/discover watch /services/couchbase --exec /usr/bin/node"
+        "ExecStart=/usr/local/bin/discover watch /services/couchbase --wait 1s:5s --exec /usr/bin/node"
     ));
 }
