@@ -1,0 +1,187 @@
+//! `make bench`: every figure of BENCHMARKS.md, measured side by side with
+//! its peer in one run.
+//!
+//! ```text
+//! bench [--out BENCHMARKS.md] [--quick] [--only P5|agents]
+//! bench --storm-to ENDPOINT COUNT
+//! ```
+//!
+//! `--quick` runs everything at a tiny scale (a smoke test keeps it working).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod agents;
+mod cost;
+mod get;
+mod peer;
+mod procfs;
+mod report;
+mod stats;
+mod stream;
+mod v2;
+
+use std::process::Command;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use harness::{Docker, EtcdCluster, EtcdConfig};
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P5|agents]\n       bench --storm-to ENDPOINT COUNT";
+
+/// Anything this tool does not know stops it before it starts etcd and
+/// Docker work that takes minutes (`--help` included: this is the help).
+fn check_usage(args: &[String]) {
+    let mut i = 0;
+    let mut bad = None;
+    while i < args.len() && bad.is_none() {
+        match args[i].as_str() {
+            "--quick" => i += 1,
+            "--out" if i + 1 < args.len() => i += 2,
+            "--only" if matches!(args.get(i + 1).map(String::as_str), Some("P5" | "agents")) => {
+                i += 2
+            }
+            "--storm-to" if args.len() == 3 && i == 0 && args[2].parse::<u64>().is_ok() => i += 3,
+            other => bad = Some(other.to_owned()),
+        }
+    }
+    if let Some(bad) = bad {
+        eprintln!("bench: {bad:?} is not understood here (or lacks its value)\n{USAGE}");
+        std::process::exit(2);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    check_usage(&args[1..]);
+    // For profiling a consumer by hand: write a storm to an etcd and stop.
+    if let Some(i) = args.iter().position(|a| a == "--storm-to") {
+        let endpoint = args.get(i + 1).expect("--storm-to ENDPOINT COUNT");
+        let count: u64 = args.get(i + 2).and_then(|c| c.parse().ok()).expect("COUNT");
+        let raw = etcd_client::Client::connect([endpoint.as_str()], None)
+            .await
+            .expect("etcd");
+        stream::storm(&raw, "/bench/storm", 0, count, 100).await;
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "BENCHMARKS.md".into());
+    let started = Instant::now();
+    let machine = vec![
+        ("Date".to_owned(), sh("date -u '+%Y-%m-%d %H:%M UTC'")),
+        (
+            "CPU".to_owned(),
+            format!(
+                "{} cores, {}",
+                sh("nproc"),
+                sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs")
+            ),
+        ),
+        (
+            "Memory".to_owned(),
+            sh("free -g | awk '/Mem:/{print $2\" GiB\"}'"),
+        ),
+        ("Kernel".to_owned(), sh("uname -r")),
+        (
+            "Docker Engine".to_owned(),
+            sh("docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})'"),
+        ),
+        ("etcd".to_owned(), sh("etcd --version | head -1")),
+        (
+            "Storage driver".to_owned(),
+            sh("docker info --format '{{.Driver}}'"),
+        ),
+    ];
+    let (n, window, storm, rounds, lat, keys, regs, regs_window) = if quick {
+        (
+            2,
+            Duration::from_secs(6),
+            2_000,
+            1,
+            20,
+            500,
+            50,
+            Duration::from_secs(3),
+        )
+    } else {
+        (
+            20,
+            Duration::from_secs(120),
+            100_000,
+            5,
+            300,
+            10_000,
+            1_000,
+            Duration::from_secs(30),
+        )
+    };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_v2()).await;
+    if only.as_deref() == Some("P5") {
+        // For profiling one figure: print its raw numbers and stop.
+        let t = stream::throughput(&etcd, storm, storm * 10, 100, rounds).await;
+        for (w, name) in stream::CONSUMERS.iter().enumerate() {
+            println!(
+                "{name}: live {:.0} events/s, replay {:?}",
+                t.live[w],
+                t.replay[w].iter().map(|r| r.round()).collect::<Vec<_>>()
+            );
+        }
+        return;
+    }
+    let docker = Docker::connect().await;
+    if only.as_deref() == Some("agents") {
+        // For chasing a misbehaving sidekick: P1-P3 alone.
+        let dir = tempfile::tempdir().unwrap();
+        let a = agents::run(&etcd, &docker, dir.path(), n).await;
+        println!(
+            "agents: stop {:?} start {:?} move {:?}",
+            stats::Summary::of_durations_ms(&a.stop_ours).p50,
+            stats::Summary::of_durations_ms(&a.start_ours).p50,
+            stats::Summary::of_durations_ms(&a.move_ours).p50
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents::run(&etcd, &docker, dir.path(), n).await;
+    let cost = cost::run(&etcd, &docker, dir.path(), window).await;
+    let throughput = stream::throughput(&etcd, storm, storm * 10, 100, rounds).await;
+    let latency = stream::latency(&etcd, lat).await;
+    let gets = get::gets(&etcd, keys, if quick { 2 } else { 10 }).await;
+    let many = get::many(&etcd, regs, regs_window).await;
+    let all = report::All {
+        command: if quick {
+            "bench --quick (smoke test)".into()
+        } else {
+            "make bench".into()
+        },
+        machine,
+        took: started.elapsed(),
+        agents,
+        cost,
+        throughput,
+        latency,
+        gets,
+        many,
+    };
+    let text = report::render(&all);
+    std::fs::write(&out, &text).unwrap_or_else(|e| panic!("write {out}: {e}"));
+    print!("{text}");
+}
