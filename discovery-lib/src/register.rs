@@ -231,6 +231,7 @@ impl Client {
             written: None,
             keeper: None,
             key_watch: None,
+            key_watch_retry: None,
             backoff: Backoff::for_registration(),
             retry_at: None,
             failing_since: None,
@@ -354,6 +355,8 @@ struct Keeper {
 #[derive(Debug)]
 struct KeyWatch {
     stream: etcd_client::WatchStream,
+    /// The pool's index of the member serving it.
+    member: usize,
 }
 
 struct Actor {
@@ -369,6 +372,9 @@ struct Actor {
     written: Option<(Vec<u8>, i64)>,
     keeper: Option<Keeper>,
     key_watch: Option<KeyWatch>,
+    /// When the key watch may be opened again after it failed or was
+    /// cancelled: it is a safety net, never worth a busy loop.
+    key_watch_retry: Option<Instant>,
     backoff: Backoff,
     retry_at: Option<Instant>,
     failing_since: Option<SystemTime>,
@@ -408,7 +414,7 @@ impl Actor {
                 Wake::Desired | Wake::Retry => {}
                 Wake::Tick => self.tick().await,
                 Wake::KeepAlive(r) => self.on_keep_alive(r),
-                Wake::KeyEvent(r) => self.on_key_event(r),
+                Wake::KeyEvent(r) => self.on_key_event(r).await,
             }
         }
     }
@@ -459,8 +465,9 @@ impl Actor {
                 Wake::Desired
             }
             r = next_keep_alive(&mut self.keeper) => Wake::KeepAlive(r),
-            r = next_key_event(&mut self.key_watch) => Wake::KeyEvent(r),
+            // Keep-alives before the key watch: nothing it does may delay them.
             _ = sleep_until_opt(keeper_next) => Wake::Tick,
+            r = next_key_event(&mut self.key_watch) => Wake::KeyEvent(r),
             _ = sleep_until_opt(retry_at) => Wake::Retry,
         }
     }
@@ -522,20 +529,35 @@ impl Actor {
         }
     }
 
-    fn on_key_event(
+    async fn on_key_event(
         &mut self,
         r: std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
     ) {
         let resp = match r {
             Ok(Some(resp)) => resp,
             Ok(None) | Err(_) => {
-                // A safety net only: reopen it on the next pass.
-                self.key_watch = None;
+                // A safety net only: reopen it after an interval.
+                self.key_watch_failed("the stream ended");
                 return;
             }
         };
-        if resp.canceled() || resp.compact_revision() > 0 {
-            self.key_watch = None;
+        if resp.canceled() {
+            let reason = resp.cancel_reason().to_owned();
+            // etcd 3.4 cancels a watch made with an expired or forgotten
+            // token (after an etcd restart) as "permission denied": the
+            // keep-alives, which need no token, go on, and a fresh token
+            // lets the next attempt through.
+            if reason.contains("permission denied") {
+                if let Some(w) = &self.key_watch {
+                    let refresh = self.client.pool().refresh_token(w.member);
+                    let _ = tokio::time::timeout(self.op_limit(), refresh).await;
+                }
+            }
+            self.key_watch_failed(&format!("etcd cancelled it: {reason}"));
+            return;
+        }
+        if resp.compact_revision() > 0 {
+            self.key_watch_failed("compacted");
             return;
         }
         let our_lease = self.lease.as_ref().map(|l| l.id);
@@ -752,20 +774,31 @@ impl Actor {
     }
 
     async fn open_key_watch(&mut self, from: i64) {
+        if self.key_watch_retry.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         let opts = etcd_client::WatchOptions::new().with_start_revision(from);
         match self
             .client
-            .call_within("watch", self.op_limit(), |c| {
+            .call_on("watch", self.op_limit(), |c| {
                 let (mut wc, key, opts) = (c.watch_client(), self.key.clone(), opts.clone());
                 async move { wc.watch(key, Some(opts)).await }
             })
             .await
         {
-            Ok(stream) => self.key_watch = Some(KeyWatch { stream }),
-            Err(e) => {
-                debug!(key = %self.key, error = %e, "could not watch our own key; will retry")
+            Ok((stream, member)) => {
+                self.key_watch = Some(KeyWatch { stream, member });
+                self.key_watch_retry = None;
             }
+            Err(e) => self.key_watch_failed(&e.to_string()),
         }
+    }
+
+    /// Drop the key watch; the next attempt waits an interval.
+    fn key_watch_failed(&mut self, why: &str) {
+        debug!(key = %self.key, why, "no watch on our own key; trying again in an interval");
+        self.key_watch = None;
+        self.key_watch_retry = Some(Instant::now() + self.interval);
     }
 
     async fn put(&self, value: &[u8], lease: i64) -> std::result::Result<i64, etcd_client::Error> {
