@@ -227,12 +227,16 @@ async fn the_chapter_failover_replayed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    cb.kill().await;
-    let lost = raw
-        .wait_for(Duration::from_secs(2), "couchbase key gone", |e| {
-            !e.put && e.key == "/services/couchbase/1"
+    // Its sidekick is up first, waiting for the container to run (under
+    // systemd it would start with it; here its start-up, slow in a debug
+    // build on a loaded machine, stays out of the window being tested).
+    let cb_sidekick2 = unit_sidekick(&etcd, "couchbase", "1", &replacement, "8091");
+    cb_sidekick2
+        .wait_stderr(Duration::from_secs(10), "the new sidekick ready", |l| {
+            l.contains("ready")
         })
         .await;
+    cb.kill().await;
     let out = Command::new("docker")
         .args(["start", &replacement])
         .output()
@@ -242,7 +246,11 @@ async fn the_chapter_failover_replayed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _cb_sidekick2 = unit_sidekick(&etcd, "couchbase", "1", &replacement, "8091");
+    let lost = raw
+        .wait_for(Duration::from_secs(2), "couchbase key gone", |e| {
+            !e.put && e.key == "/services/couchbase/1"
+        })
+        .await;
     cb_sidekick.signal(Signal::SIGTERM); // systemd's BindsTo= stops it with its container
     cb_sidekick.wait_exit(Duration::from_secs(2)).await;
     cb.remove().await;
