@@ -486,3 +486,47 @@ pub fn cli_inspect_ip(name: &str, network: &str) -> String {
 pub fn unique_name(base: &str) -> String {
     format!("dt-{base}-{:06x}", fastrand::u32(..0xff_ffff))
 }
+
+/// The docker CLI against the local engine (never a DOCKER_HOST the
+/// environment may carry); panics with its stderr if it fails, else returns
+/// its stdout, trimmed.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .env_remove("DOCKER_HOST")
+        .output()
+        .expect("run the docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A test-image container pinned at `ip` on `network`, labelled for
+/// clean-up: `docker run -d` (or `docker create` when `start` is false),
+/// with `args` for its entry point. Tests use it to take the address a
+/// stopped container left, or to have a replacement ready at a known one.
+pub fn pinned_container(start: bool, name: &str, network: &str, ip: &str, args: &[&str]) {
+    let image = format!("{}:{}", TEST_IMAGE.0, TEST_IMAGE.1);
+    let mut cli = if start {
+        vec!["run", "-d"]
+    } else {
+        vec!["create"]
+    };
+    cli.extend([
+        "--name",
+        name,
+        "--label",
+        "discovery-test=1",
+        "--network",
+        network,
+        "--ip",
+        ip,
+        &image,
+    ]);
+    cli.extend(args);
+    docker_cli(&cli);
+}

@@ -202,30 +202,12 @@ async fn the_chapter_failover_replayed() {
         }
     };
     let replacement = format!("{base}-couchbase-1b");
-    let out = Command::new("docker")
-        .args([
-            "create",
-            "--name",
-            &replacement,
-            "--label",
-            "discovery-test=1",
-            "--network",
-            FLANNEL_NETWORK,
-            "--ip",
-            &new_ip,
-        ])
-        .arg(format!(
-            "{}:{}",
-            harness::TEST_IMAGE.0,
-            harness::TEST_IMAGE.1
-        ))
-        .arg("http:8091")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    harness::docker::pinned_container(
+        false,
+        &replacement,
+        FLANNEL_NETWORK,
+        &new_ip,
+        &["http:8091"],
     );
     // Its sidekick is up first, waiting for the container to run (under
     // systemd it would start with it; here its start-up, slow in a debug
@@ -237,15 +219,7 @@ async fn the_chapter_failover_replayed() {
         })
         .await;
     cb.kill().await;
-    let out = Command::new("docker")
-        .args(["start", &replacement])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    harness::docker::docker_cli(&["start", &replacement]);
     let lost = raw
         .wait_for(Duration::from_secs(2), "couchbase key gone", |e| {
             !e.put && e.key == "/services/couchbase/1"

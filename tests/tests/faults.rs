@@ -228,27 +228,7 @@ async fn etcd_down_for_thirty_seconds() {
     a.stop().await;
     b.stop().await;
     let squatter = unique_name("squat");
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &squatter,
-            "--label",
-            "discovery-test=1",
-            "--network",
-            FLANNEL_NETWORK,
-            "--ip",
-            &old_b,
-        ])
-        .arg(format!(
-            "{}:{}",
-            harness::TEST_IMAGE.0,
-            harness::TEST_IMAGE.1
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    harness::docker::pinned_container(true, &squatter, FLANNEL_NETWORK, &old_b, &[]);
     b.start().await;
     let new_b = b.ip(FLANNEL_NETWORK).await.unwrap();
     assert_ne!(new_b, old_b);

@@ -213,31 +213,7 @@ async fn a_new_ip_is_exactly_one_set_on_a_named_flannel_network() {
     // come back elsewhere.
     c.stop().await;
     let squatter = unique_name("squat");
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &squatter,
-            "--label",
-            "discovery-test=1",
-            "--network",
-            FLANNEL_NETWORK,
-            "--ip",
-            &old,
-        ])
-        .arg(format!(
-            "{}:{}",
-            harness::TEST_IMAGE.0,
-            harness::TEST_IMAGE.1
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    harness::docker::pinned_container(true, &squatter, FLANNEL_NETWORK, &old, &[]);
     c.start().await;
     let new = c.ip(FLANNEL_NETWORK).await.unwrap();
     assert_ne!(new, old, "the container moved");

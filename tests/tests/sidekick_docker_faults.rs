@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use harness::docker::{ContainerSpec, DOCKER_SOCKET, unique_name};
@@ -68,16 +67,7 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
     let live = |n: usize| {
         let (p, name) = (&p, c.name().to_owned());
         async move {
-            let out = Command::new("docker")
-                .args(["kill", "-s", "HUP", &name])
-                .env_remove("DOCKER_HOST")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            harness::docker::docker_cli(&["kill", "-s", "HUP", &name]);
             harness::eventually(
                 Duration::from_secs(5),
                 "an event through the stream",

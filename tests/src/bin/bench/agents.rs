@@ -312,32 +312,7 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, n: usize) 
                 .expect("address before the move");
             c.stop().await;
             let squat = format!("{}-sq", c.name());
-            let out = Command::new("docker")
-                .args([
-                    "run",
-                    "-d",
-                    "--name",
-                    &squat,
-                    "--label",
-                    "discovery-test=1",
-                    "--network",
-                    FLANNEL_NETWORK,
-                    "--ip",
-                    &old,
-                ])
-                .arg(format!(
-                    "{}:{}",
-                    harness::TEST_IMAGE.0,
-                    harness::TEST_IMAGE.1
-                ))
-                .env_remove("DOCKER_HOST")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "squatter: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            harness::docker::pinned_container(true, &squat, FLANNEL_NETWORK, &old, &[]);
             squatters.push(squat);
             c.start().await;
             let t = Instant::now();
