@@ -11,6 +11,8 @@ IMAGE_CTX := target/test-image
 # `make install`: PREFIX and DESTDIR as usual; PROFILE=debug installs what
 # `cargo build` made instead of building a release.
 PROFILE ?= release
+# Where cargo puts what it builds (it honours CARGO_TARGET_DIR; so do we).
+TARGET := $(or $(CARGO_TARGET_DIR),target)
 # Where systemd looks: PREFIX/lib/systemd/system for /usr and /usr/local,
 # /etc/systemd/system for any other prefix.
 UNITDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
@@ -68,7 +70,7 @@ test: deps image sweep fmt-check clippy doc test-only
 install:
 	@if [ "$(PROFILE)" = release ]; then $(CARGO) build --release -p sidekick; fi
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/examples
-	install -m 0755 target/$(PROFILE)/sidekick target/$(PROFILE)/discover $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(TARGET)/$(PROFILE)/sidekick $(TARGET)/$(PROFILE)/discover $(DESTDIR)$(PREFIX)/bin/
 	@# The units name /usr/local; point them at PREFIX.
 	for u in units/*.service; do \
 	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
@@ -83,7 +85,7 @@ install:
 # rewrites BENCHMARKS.md (about 10 minutes; run on an otherwise idle machine).
 bench: deps image
 	$(CARGO) build --release -p sidekick -p discovery-tests --bins
-	./target/release/bench --out BENCHMARKS.md
+	$(TARGET)/release/bench --out BENCHMARKS.md
 
 # The main job, narrated, on a throwaway etcd and a locally built container.
 demo: deps image

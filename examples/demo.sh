@@ -86,7 +86,7 @@ if [[ -z ${DEMO_NO_BUILD:-} ]]; then
   say "Building sidekick and discover"
   cargo build -q -p sidekick
 fi
-BIN=target/debug
+BIN=${CARGO_TARGET_DIR:-target}/debug
 docker image inspect "$IMAGE" >/dev/null 2>&1 || make -s image
 
 # A free loopback port pair for a throwaway etcd.
@@ -102,7 +102,7 @@ setsid etcd --name demo --data-dir "$WORK/etcd" \
 ETCD_PID=$!
 ready=
 for _ in $(seq 100); do "$BIN/discover" get /services >/dev/null 2>&1 && { ready=1; break; }; pause 0.1; done
-[[ -n $ready ]] || { echo "demo: etcd did not answer within 10 s; its log:" >&2; tail -20 "$WORK/etcd.log" "$WORK/etcd.err" >&2; exit 1; }
+[[ -n $ready ]] || { echo "demo: etcd did not answer within 10 s; its log:" >&2; tail -n 20 "$WORK/etcd.log" "$WORK/etcd.err" >&2; exit 1; }
 
 say "Starting a container ($RUN-web) on network $RUN-a"
 docker network create "$RUN-a" >/dev/null
