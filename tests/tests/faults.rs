@@ -186,6 +186,13 @@ async fn etcd_down_for_thirty_seconds() {
         )
         .await;
     let old_b = b.ip(FLANNEL_NETWORK).await.unwrap();
+    // discover lists first, so that both registrations come as set lines
+    // (one made before its listing would be in the get line instead).
+    let w = Proc::spawn(discover(&etcd, &["watch", "/services"]));
+    w.wait_stdout(Duration::from_secs(10), "get line", |l| {
+        l.contains("\"get\"")
+    })
+    .await;
     let ska = Proc::spawn(sidekick(
         &etcd,
         &[
@@ -208,11 +215,6 @@ async fn etcd_down_for_thirty_seconds() {
             "4",
         ],
     ));
-    let w = Proc::spawn(discover(&etcd, &["watch", "/services"]));
-    w.wait_stdout(Duration::from_secs(10), "get line", |l| {
-        l.contains("\"get\"")
-    })
-    .await;
     w.wait_stdout(Duration::from_secs(10), "b registered", |l| {
         l.contains("/services/b/1") && l.contains("\"set\"")
     })
