@@ -544,10 +544,11 @@ impl Actor {
         if resp.canceled() {
             let reason = resp.cancel_reason().to_owned();
             // etcd 3.4 cancels a watch made with an expired or forgotten
-            // token (after an etcd restart) as "permission denied": the
+            // token (after an etcd restart) as "permission denied" or
+            // "invalid auth token": the
             // keep-alives, which need no token, go on, and a fresh token
             // lets the next attempt through.
-            if reason.contains("permission denied") {
+            if reason.contains("permission denied") || reason.contains("invalid auth token") {
                 if let Some(w) = &self.key_watch {
                     let refresh = self.client.pool().refresh_token(w.member);
                     let _ = tokio::time::timeout(self.op_limit(), refresh).await;

@@ -578,6 +578,17 @@ impl Engine {
                         }
                         if resp.canceled() {
                             let reason = resp.cancel_reason().to_owned();
+                            if reason.contains("invalid auth token") {
+                                // etcd forgot the token (a restart): a fresh
+                                // one, then the same member again, as often
+                                // as it takes (the reconnect is backed off).
+                                let refresh = self.client.pool().refresh_token(member);
+                                let _ = tokio::time::timeout(self.client.request_timeout(), refresh).await;
+                                self.reauthenticated = true;
+                                return Ok(Flow::Reconnect(
+                                    "etcd forgot our token; authenticated again".into(),
+                                ));
+                            }
                             if reason.contains("permission denied") {
                                 // etcd 3.4 refuses a watch made with an expired or
                                 // forgotten token the same way as one the user may
