@@ -225,6 +225,18 @@ fn starts(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Start `discover ... --exec` with its child logging to `log`, and wait
+/// for the child's first start.
+async fn spawn_supervisor(mut cmd: Command, log: &Path) -> Proc {
+    cmd.env("LOG", log);
+    let p = Proc::spawn(cmd);
+    eventually(Duration::from_secs(10), "first start", || {
+        (starts(log).len() == 1).then_some(())
+    })
+    .await;
+    p
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_restarts_on_set_and_delete_never_on_update() {
     let etcd = Etcd::single().await;
@@ -232,7 +244,7 @@ async fn exec_restarts_on_set_and_delete_never_on_update() {
     let log = dir.path().join("log");
     let script = child_script(dir.path(), "echo \"term $$\" >> \"$LOG\"; exit 7");
     etcdctl(&etcd, &["put", "/services/couchbase/1", "10.1.1.2"]);
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -241,12 +253,7 @@ async fn exec_restarts_on_set_and_delete_never_on_update() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let mut p = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let mut p = spawn_supervisor(cmd, &log).await;
     assert!(
         starts(&log)[0].contains(" 10.1.1.2 unset "),
         "env: {:?}",
@@ -311,7 +318,7 @@ async fn restart_on_set_keeps_the_chapter_semantics_and_env_name_renames() {
     let script = child_script(dir.path(), "exit 0");
     etcdctl(&etcd, &["put", "/services/couchbase/1", "10.1.1.2"]);
     etcdctl(&etcd, &["put", "/services/couchbase/2", "10.1.1.3"]);
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -324,12 +331,7 @@ async fn restart_on_set_keeps_the_chapter_semantics_and_env_name_renames() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let _p = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let _p = spawn_supervisor(cmd, &log).await;
     assert!(
         starts(&log)[0].contains(" unset 10.1.1.2,10.1.1.3 "),
         "renamed: {:?}",
@@ -360,7 +362,7 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let script = child_script(dir.path(), "exit 0");
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -371,12 +373,7 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let _p = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let _p = spawn_supervisor(cmd, &log).await;
     // 100 sets within a second.
     let mut raw = etcd.raw_client().await;
     let t = Instant::now();
@@ -422,7 +419,7 @@ async fn a_child_ignoring_sigterm_is_killed_and_nothing_is_left_behind() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -433,12 +430,7 @@ async fn a_child_ignoring_sigterm_is_killed_and_nothing_is_left_behind() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let p = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let p = spawn_supervisor(cmd, &log).await;
     let t = Instant::now();
     etcdctl(&etcd, &["put", "/services/couchbase/1", "x"]);
     eventually(
@@ -495,7 +487,7 @@ async fn reload_signal_writes_the_snapshot_before_signalling() {
     let snap = dir.path().join("backends.json");
     let script = child_script(dir.path(), "exit 0");
     etcdctl(&etcd, &["put", "/services/couchbase/1", "10.1.1.2"]);
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -508,12 +500,7 @@ async fn reload_signal_writes_the_snapshot_before_signalling() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let _p = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let _p = spawn_supervisor(cmd, &log).await;
     let first: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&snap).unwrap()).unwrap();
     assert_eq!(
@@ -882,7 +869,7 @@ async fn a_backend_back_at_the_same_address_within_wait_costs_no_restart() {
         l.contains("ready")
     })
     .await;
-    let mut cmd = discover(
+    let cmd = discover(
         &etcd,
         &[
             "watch",
@@ -893,12 +880,7 @@ async fn a_backend_back_at_the_same_address_within_wait_costs_no_restart() {
             script.to_str().unwrap(),
         ],
     );
-    cmd.env("LOG", &log);
-    let d = Proc::spawn(cmd);
-    eventually(Duration::from_secs(10), "first start", || {
-        (starts(&log).len() == 1).then_some(())
-    })
-    .await;
+    let d = spawn_supervisor(cmd, &log).await;
     let raw = RawWatch::start(&etcd, "/services/couchbase/").await;
 
     sk.signal(Signal::SIGTERM);
