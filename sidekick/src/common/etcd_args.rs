@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use clap::parser::ValueSource;
-use discovery::{ConnectOptions, Password};
+use discovery::{ConnectOptions, Password, Setting};
 
 use super::exit::usage;
 
@@ -26,7 +26,7 @@ pub struct EtcdArgs {
     )]
     pub endpoints: Vec<String>,
 
-    /// CA certificate that signed etcd's server certificate (enables TLS)
+    /// CA certificate that signed etcd's server certificate (enables TLS; https:// endpoints without it use the system's CAs, as etcdctl does)
     #[arg(long, global = true, env = "ETCDCTL_CACERT", value_name = "FILE")]
     pub cacert: Option<PathBuf>,
 
@@ -55,6 +55,10 @@ pub struct EtcdArgs {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+
+    /// Accept any certificate from etcd, as etcdctl's flag does: encrypted, but anyone in the path can pose as etcd (tests and first steps only)
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
 
     /// Timeout for connecting to an endpoint (8, 2s, 500ms)
     #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration, value_name = "DURATION")]
@@ -92,7 +96,8 @@ impl EtcdArgs {
                     .filter(|e| !e.is_empty()),
             )
             .with_dial_timeout(self.dial_timeout)
-            .with_request_timeout(self.command_timeout);
+            .with_request_timeout(self.command_timeout)
+            .with_insecure_skip_tls_verify(self.insecure_skip_tls_verify);
         if let Some(ca) = &self.cacert {
             o = o.with_ca_file(ca);
         }
@@ -125,6 +130,28 @@ impl EtcdArgs {
         }
         o.validate()?;
         Ok(o)
+    }
+}
+
+/// The flags that set `settings`, as a phrase: `--cert and --tls-key`.
+pub fn flags_for(settings: &[Setting]) -> String {
+    let flags: Vec<&str> = settings
+        .iter()
+        .map(|s| match s {
+            Setting::Endpoints => "--endpoints",
+            Setting::CaFile => "--cacert",
+            Setting::ClientCert => "--cert",
+            Setting::ClientKey => "--tls-key",
+            Setting::User => "--user",
+            Setting::Password => "--password-file",
+            _ => "",
+        })
+        .filter(|f| !f.is_empty())
+        .collect();
+    match flags.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
