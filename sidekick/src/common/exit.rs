@@ -46,7 +46,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// Print `err` once, as `tool: {err:#}`, and return its exit code.
 pub fn report(tool: &str, err: &anyhow::Error) -> i32 {
-    eprintln!("{tool}: {err:#}");
+    eprintln!("{}{tool}: {err:#}", super::logging::error_prefix());
     exit_code(err)
 }
 
