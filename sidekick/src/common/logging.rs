@@ -85,11 +85,14 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = v.split_once(':') else {
         return false;
     };
-    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+    let (Ok(dev), Ok(ino)) = (
+        dev.parse::<nix::libc::dev_t>(),
+        ino.parse::<nix::libc::ino_t>(),
+    ) else {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(st) => u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino,
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
         Err(_) => false,
     }
 }
