@@ -13,7 +13,9 @@
 //!   `CAP_SYS_ADMIN` (without it every unit with mount sandboxing fails with
 //!   226/NAMESPACE; `--privileged` is refused by this engine);
 //! * a stand-in `docker.service` (oneshot, `RemainAfterExit=yes`) satisfies
-//!   the container units' `Requires=docker.service`.
+//!   the container units' `Requires=docker.service`;
+//! * `mount --make-rshared /` before systemd starts: systemd skips it in a
+//!   container, and `LoadCredential=` needs it.
 //!
 //! The host container and every sibling container its units start are
 //! removed on drop, also when a test panics; all carry [`TEST_LABEL`].
@@ -254,7 +256,16 @@ impl SystemdHost {
             .arg(mount(etc.join("memcached"), "/etc/default/memcached"))
             .arg("-v")
             .arg(mount(etc.join("couchbase"), "/etc/default/couchbase"))
-            .args([SYSTEMD_IMAGE, "/lib/systemd/systemd"])
+            // systemd makes / shared at boot, except in a container; without
+            // it the credentials a unit's executor mounts in its own
+            // namespace never reach the unit (LoadCredential= gives an
+            // empty $CREDENTIALS_DIRECTORY). PID 1 stays systemd (exec).
+            .args([
+                SYSTEMD_IMAGE,
+                "/bin/sh",
+                "-c",
+                "mount --make-rshared / && exec /lib/systemd/systemd",
+            ])
             .output()
             .expect("docker run");
         let host = Self {
