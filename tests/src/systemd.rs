@@ -121,10 +121,7 @@ for d in bin lib lib64 sbin; do ln -s usr/$d $d; done
 "#,
         d = dir.display()
     );
-    let out = Command::new("sh")
-        .args(["-c", &sh])
-        .output()
-        .expect("sh");
+    let out = Command::new("sh").args(["-c", &sh]).output().expect("sh");
     assert!(
         out.status.success(),
         "building the skeleton root: {}",
@@ -389,8 +386,15 @@ impl SystemdHost {
 
     /// A drop-in `/etc/systemd/system/UNIT.d/NAME.conf`, then daemon-reload.
     pub fn drop_in(&self, unit: &str, name: &str, content: &str) {
-        self.write_file(&format!("/etc/systemd/system/{unit}.d/{name}.conf"), content);
-        self.run(&["chmod", "0644", &format!("/etc/systemd/system/{unit}.d/{name}.conf")]);
+        self.write_file(
+            &format!("/etc/systemd/system/{unit}.d/{name}.conf"),
+            content,
+        );
+        self.run(&[
+            "chmod",
+            "0644",
+            &format!("/etc/systemd/system/{unit}.d/{name}.conf"),
+        ]);
         self.systemctl(&["daemon-reload"]);
     }
 

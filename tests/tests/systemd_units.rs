@@ -95,12 +95,19 @@ async fn systemd_the_chapters_stack_and_its_failover() {
     // The test image is no Couchbase: nothing to initialise.
     host.systemctl(&["mask", &format!("couchbase-init@{cb}.service")]);
     // The chapter's 20 s hold-off, shortened for the failover below.
-    host.drop_in("couchbase@.service", "test-holdoff", "[Service]\nRestartSec=2s\n");
+    host.drop_in(
+        "couchbase@.service",
+        "test-holdoff",
+        "[Service]\nRestartSec=2s\n",
+    );
     let raw = RawWatch::start(&etcd, "/services/").await;
 
     // 1. Start the stack.
     let t0 = Instant::now();
-    let mut units: Vec<String> = mc.iter().map(|i| format!("memcached@{i}.service")).collect();
+    let mut units: Vec<String> = mc
+        .iter()
+        .map(|i| format!("memcached@{i}.service"))
+        .collect();
     units.push(format!("couchbase@{cb}.service"));
     units.push("web@1.service".into());
     units.push("worker.service".into());
@@ -117,7 +124,9 @@ async fn systemd_the_chapters_stack_and_its_failover() {
     }
     let cb_key = format!("/services/couchbase/{cb}");
     let cb_put = raw
-        .wait_for(Duration::from_secs(30), &cb_key, |e| e.put && e.key == cb_key)
+        .wait_for(Duration::from_secs(30), &cb_key, |e| {
+            e.put && e.key == cb_key
+        })
         .await;
     let cb_value = cb_put.value_str();
     assert!(cb_value.ends_with(":8091"), "{cb_value}");
@@ -307,7 +316,10 @@ async fn systemd_a_crashed_sidekick_restarts_silently() {
         "a crash restart must wake no watcher: {:#?}",
         raw.events()
     );
-    assert_eq!(get(&etcd, &format!("/services/memcached/{i}")).await, Some(value));
+    assert_eq!(
+        get(&etcd, &format!("/services/memcached/{i}")).await,
+        Some(value)
+    );
     println!(
         "measured: crash: start-to-registered {start_to_registered:?}; SIGKILL to active again {active_again:?} (RestartSec=1); watch events: 0"
     );
@@ -374,7 +386,12 @@ async fn systemd_a_bad_configuration_does_not_loop() {
     assert_eq!(host.show(&unit, "ExecMainStatus"), "2");
     // Five restart delays (RestartSec=1) later, still not restarted.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(host.show(&unit, "NRestarts"), "0", "{}", host.journal(&unit));
+    assert_eq!(
+        host.show(&unit, "NRestarts"),
+        "0",
+        "{}",
+        host.journal(&unit)
+    );
     assert_eq!(host.show(&unit, "ActiveState"), "failed");
     assert_eq!(
         count(&host.journal(&unit), "unexpected argument '--no-such-flag'"),
@@ -473,7 +490,10 @@ async fn systemd_credentials_register_under_a_dynamic_user_and_stay_secret() {
         assert!(!show.contains(SIDEKICK_PASSWORD), "in systemctl show");
         let pid = host.main_pid(&unit).to_string();
         let environ = host.run(&["cat", &format!("/proc/{pid}/environ")]);
-        assert!(!environ.contains(SIDEKICK_PASSWORD), "in /proc/{pid}/environ");
+        assert!(
+            !environ.contains(SIDEKICK_PASSWORD),
+            "in /proc/{pid}/environ"
+        );
         assert!(environ.contains("CREDENTIALS_DIRECTORY="), "{environ}");
     }
     let journal = host.journal_args(&["-o", "verbose"]);
@@ -537,5 +557,8 @@ async fn systemd_every_unit_that_runs_our_tools_is_exposed_at_most_2() {
         assert!(score <= 2.0, "{u}: exposure {score} > 2.0\n{out}");
         report.push(format!("{u} {score}"));
     }
-    println!("measured: exposure under systemd 252: {}", report.join(", "));
+    println!(
+        "measured: exposure under systemd 252: {}",
+        report.join(", ")
+    );
 }
