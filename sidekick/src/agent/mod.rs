@@ -114,13 +114,11 @@ pub async fn run(
     };
 
     info!(key = %plan.key, endpoints = %connect.endpoints().join(","), "connecting to etcd");
-    // STATUS=, watchdog and a bounded READY=1 while etcd does not answer.
-    let startup = notify::Startup::begin(connect.endpoints().join(","));
+    // With STATUS=, the watchdog and a bounded READY=1 while etcd does not answer.
     let client = tokio::select! {
-        r = connect.connect_retrying() => r.context("cannot use etcd")?,
+        r = notify::connect(&connect) => r.context("cannot use etcd")?,
         _ = ctl.shutdown.cancelled() => return Ok(()),
     };
-    drop(startup);
     let reg = client.registration(&plan.key, plan.register.clone())?;
     let (seen_tx, seen_rx) = watch::channel(Seen::Unknown);
     let reporter = tokio::spawn(report(

@@ -15,9 +15,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use discovery::{Backoff, Client, ConnectOptions};
 use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The longest a start waits for the first registration before READY=1 is
 /// sent anyway. Under the units' `TimeoutStartSec=30s`.
@@ -86,50 +87,72 @@ impl Notifier {
     }
 }
 
-/// The start phase, from before the first connection to etcd until the
-/// follow loop runs: STATUS= says which etcd we wait for, the watchdog is
-/// fed (connecting with auth can retry for long), and READY=1 goes out
-/// after [`READY_LIMIT`] if the first round has not sent it by then.
+/// Connect to etcd for the first time, retrying transient failures with
+/// backoff (as `ConnectOptions::connect_retrying` does) while STATUS= says
+/// which etcd we wait for and why, the watchdog is fed, and READY=1 goes
+/// out after [`READY_LIMIT`] if the first round has not sent it by then.
 ///
-/// Dropping it ends the status and the watchdog pings (the follow loop
-/// takes over); the READY=1 deadline keeps running until it fired.
-#[derive(Debug)]
-pub struct Startup {
-    connecting: JoinHandle<()>,
+/// Written here rather than with `connect_retrying` because that one
+/// cannot report each failure to systemd.
+pub async fn connect(options: &ConnectOptions) -> discovery::Result<Client> {
+    let endpoints = options.endpoints().join(",");
+    spawn_ready_deadline();
+    let mut notifier = Notifier::new();
+    notifier.status(&format!("waiting for etcd at {endpoints}: connecting"));
+    let _watchdog = WatchdogFeeder::start();
+    let mut backoff = Backoff::for_watch();
+    loop {
+        match options.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                warn!(error = %e, retry_in = ?d, "etcd not reachable yet");
+                notifier.status(&format!("waiting for etcd at {endpoints}: {e}"));
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
-impl Startup {
-    /// Begin; `endpoints` as the user gave them.
-    pub fn begin(endpoints: String) -> Self {
-        tokio::spawn(async move {
-            tokio::time::sleep(READY_LIMIT).await;
-            if !READY_SENT.load(Ordering::SeqCst) {
-                info!(
-                    waited = ?READY_LIMIT,
-                    "ready before the first registration: etcd or Docker is slow to answer; \
-                     registering as soon as they do (see the unit's status)"
-                );
-                Notifier::new().ready();
-            }
-        });
-        let connecting = tokio::spawn(async move {
-            let mut n = Notifier::new();
-            n.status(&format!("waiting for etcd at {endpoints}: connecting"));
-            let Some(period) = n.watchdog_period() else {
-                return;
-            };
+/// READY=1 after [`READY_LIMIT`] unless it went out by then.
+fn spawn_ready_deadline() {
+    tokio::spawn(async move {
+        tokio::time::sleep(READY_LIMIT).await;
+        if !READY_SENT.load(Ordering::SeqCst) {
+            info!(
+                waited = ?READY_LIMIT,
+                "ready before the first registration: etcd or Docker is slow to answer; \
+                 registering as soon as they do (see the unit's status)"
+            );
+            Notifier::new().ready();
+        }
+    });
+}
+
+/// Pings the watchdog until dropped (the follow loop takes over then).
+struct WatchdogFeeder(Option<JoinHandle<()>>);
+
+impl WatchdogFeeder {
+    fn start() -> Self {
+        let n = Notifier::new();
+        let Some(period) = n.watchdog_period() else {
+            return Self(None);
+        };
+        Self(Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
                 n.watchdog();
             }
-        });
-        Self { connecting }
+        })))
     }
 }
 
-impl Drop for Startup {
+impl Drop for WatchdogFeeder {
     fn drop(&mut self) {
-        self.connecting.abort();
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
     }
 }
