@@ -18,7 +18,8 @@
 //!   container, and `LoadCredential=` needs it.
 //!
 //! The host container and every sibling container its units start are
-//! removed on drop, also when a test panics; all carry [`TEST_LABEL`].
+//! removed on drop, also when a test panics; all carry [`TEST_LABEL`] with
+//! this checkout as its value, so `make sweep` finds leftovers.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,7 +79,7 @@ pub fn ensure_image() {
     }
     let skel = tempfile::tempdir().expect("skeleton dir");
     build_skeleton(skel.path());
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(skel.path())
         .args(["-c", "."])
@@ -86,17 +87,13 @@ pub fn ensure_image() {
         .spawn()
         .expect("tar the skeleton");
     let out = Command::new("docker")
-        .args([
-            "import",
-            "--change",
-            &format!("LABEL {TEST_LABEL}=1"),
-            "-",
-            SYSTEMD_IMAGE,
-        ])
+        .args(["import", "-", SYSTEMD_IMAGE])
         .env_remove("DOCKER_HOST")
-        .stdin(tar.stdout.expect("tar stdout"))
+        .stdin(tar.stdout.take().expect("tar stdout"))
         .output()
         .expect("docker import");
+    let tarred = tar.wait().expect("wait for tar");
+    assert!(tarred.success(), "tar of the skeleton root failed");
     assert!(
         out.status.success(),
         "docker import {SYSTEMD_IMAGE}: {}",
@@ -142,7 +139,7 @@ impl HostConfig {
     /// `/etc/default/memcached` and `/etc/default/couchbase` run the test
     /// image (serving `tcp:11211` and `http:8091`), labelled for clean-up.
     pub fn new(endpoints: &str) -> Self {
-        let opts = format!("DOCKER_OPTS=--label {TEST_LABEL}=1");
+        let opts = format!("DOCKER_OPTS=--label {TEST_LABEL}={}", crate::checkout());
         Self {
             sidekick: vec![format!("ETCDCTL_ENDPOINTS={endpoints}")],
             memcached: vec![
@@ -215,7 +212,7 @@ impl SystemdHost {
         let out = Command::new("docker")
             .env_remove("DOCKER_HOST")
             .args(["run", "-d", "--name", &name, "--label"])
-            .arg(format!("{TEST_LABEL}=1"))
+            .arg(format!("{TEST_LABEL}={}", crate::checkout()))
             .args([
                 "--network",
                 "host",
