@@ -469,7 +469,8 @@ async fn systemd_credentials_register_under_a_dynamic_user_and_stay_secret() {
     );
     // a: as the README says, the credential named by DISCOVERY_PASSWORD_FILE.
     // b: only the credential: read from $CREDENTIALS_DIRECTORY/etcd-password.
-    let (a, b) = (instance(), instance());
+    // c: the old name, which still works, with a warning.
+    let (a, b, c) = (instance(), instance(), instance());
     host.drop_in(
         &format!("memcached-sidekick@{a}.service"),
         "credentials",
@@ -480,9 +481,28 @@ async fn systemd_credentials_register_under_a_dynamic_user_and_stay_secret() {
         "credentials",
         "[Service]\nLoadCredential=etcd-password:/etc/sidekick/etcd-password\n",
     );
+    host.drop_in(
+        &format!("memcached-sidekick@{c}.service"),
+        "credentials",
+        "[Service]\nLoadCredential=etcd-password:/etc/sidekick/etcd-password\nEnvironment=ETCDCTL_PASSWORD_FILE=%d/etcd-password\n",
+    );
     let (_, took_a) = start_memcached(&etcd, &host, a).await;
     let (_, took_b) = start_memcached(&etcd, &host, b).await;
-    for i in [a, b] {
+    start_memcached(&etcd, &host, c).await;
+    let old_name = host.journal_args(&[
+        "-u",
+        &format!("memcached-sidekick@{c}.service"),
+        "-p",
+        "warning",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        old_name.contains("ETCDCTL_PASSWORD_FILE is deprecated")
+            && old_name.contains("DISCOVERY_PASSWORD_FILE"),
+        "{old_name}"
+    );
+    for i in [a, b, c] {
         let unit = format!("memcached-sidekick@{i}.service");
         host.wait_property(&unit, "ActiveState", Duration::from_secs(20), |s| {
             s == "active"
