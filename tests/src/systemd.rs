@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::docker::{TEST_IMAGE, TEST_LABEL, unique_name};
 
-/// The skeleton-root image. Bump the tag when [`build_skeleton`] changes.
+/// The skeleton-root image. Bump the tag when the skeleton (`build_skeleton`) changes.
 pub const SYSTEMD_IMAGE: &str = "discovery-test/systemd:1";
 
 /// The test image, as `IMAGE=` in `/etc/default/memcached` takes it.
