@@ -54,10 +54,11 @@ pub fn report(tool: &str, err: &anyhow::Error) -> i32 {
         .find_map(|c| c.downcast_ref::<discovery::Error>())
         .map(|e| super::etcd_args::flags_for(e.settings()))
         .unwrap_or_default();
+    let prefix = super::logging::error_prefix();
     if flags.is_empty() {
-        eprintln!("{tool}: {err:#}");
+        eprintln!("{prefix}{tool}: {err:#}");
     } else {
-        eprintln!("{tool}: {err:#} (on the command line: {flags})");
+        eprintln!("{prefix}{tool}: {err:#} (on the command line: {flags})");
     }
     exit_code(err)
 }
