@@ -3,7 +3,7 @@
 //! in its environment (`watch --exec`, `config --exec`).
 //!
 //! Layout:
-//! - this file: the command line ([`Cli`]), the [`Plan`] it becomes once
+//! - this file: the command line ([`Cli`]), the `Plan` it becomes once
 //!   checked (before any I/O), and [`run`], which carries the plan out;
 //! - `exec_args.rs`: the `--exec` flags and the checks clap cannot make;
 //!   `parse.rs`: their value parsers;

@@ -19,7 +19,7 @@
 //!   [`ChildInput`], [`Feed`]) and [`supervise`], the event loop that
 //!   turns SIGCHLD, feed messages, timers and signals into calls on the
 //!   state machine;
-//! - `machine.rs`: the state machine, [`Supervisor`](machine::Supervisor):
+//! - `machine.rs`: the state machine, `Supervisor`:
 //!   every decision, and no system call (unit-tested on tokio's paused
 //!   clock in `tests.rs`);
 //! - `os.rs`: the system side behind the `ChildOs` trait: spawn, `killpg`,
