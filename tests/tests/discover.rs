@@ -374,9 +374,15 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
         ],
     );
     let _p = spawn_supervisor(cmd, &log).await;
-    // 100 sets within a second.
+    // 100 sets back to back. How fast etcd takes them is the machine's
+    // business (P5 of `make bench` measures it); what --wait 200ms:2s
+    // promises is a restart per 200 ms of quiet or per 2 s of burst, so the
+    // bound on restarts is worked out from the gaps this burst really had.
+    let (quiet, ceiling) = (Duration::from_millis(200), Duration::from_secs(2));
     let mut raw = etcd.raw_client().await;
     let t = Instant::now();
+    let mut last = t;
+    let mut quiet_gaps = 0;
     for i in 0..100 {
         raw.put(
             format!("/services/couchbase/{}", i % 10),
@@ -385,24 +391,41 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
         )
         .await
         .unwrap();
+        if last.elapsed() >= quiet {
+            quiet_gaps += 1;
+        }
+        last = Instant::now();
     }
     let burst = t.elapsed();
-    assert!(
-        burst < Duration::from_secs(1),
-        "the burst itself took {burst:?}"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(
+        Duration::from_secs(10),
+        "a restart with the final state",
+        || {
+            starts(&log)
+                .last()
+                .is_some_and(|l| l.contains("10.1.2.99"))
+                .then_some(())
+        },
+    )
+    .await;
+    // A deliberate quiet period of one --wait ceiling: no restart may
+    // follow the one with the final state, and only an absence shows that.
+    tokio::time::sleep(ceiling).await;
     let restarts = starts(&log).len() - 1;
+    let most = 2 + quiet_gaps + (burst.as_millis() / ceiling.as_millis()) as usize;
     assert!(
-        (1..=2).contains(&restarts),
-        "100 sets in {burst:?} gave {restarts} restarts: {:?}",
+        (1..=most).contains(&restarts),
+        "100 sets in {burst:?} ({quiet_gaps} gaps of {quiet:?} or more) gave {restarts} restarts, \
+         more than {most}: {:?}",
         starts(&log)
     );
     assert!(
         starts(&log).last().unwrap().contains("10.1.2.99"),
         "the last restart has the final state"
     );
-    println!("DISCOVER 100 sets in {burst:?} with --wait 200ms:2s -> {restarts} restart(s)");
+    println!(
+        "DISCOVER 100 sets in {burst:?} ({quiet_gaps} quiet gaps) with --wait 200ms:2s -> {restarts} restart(s)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
