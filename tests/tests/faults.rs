@@ -123,6 +123,8 @@ async fn leader_killed_ten_times() {
         cluster.leader().await;
         elections.push(t.elapsed());
         cluster.restart(leader).await;
+        // Pacing, not synchronisation: the writers and the watch run
+        // between two elections.
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     stop.store(true, Ordering::SeqCst);
@@ -234,12 +236,17 @@ async fn etcd_down_for_thirty_seconds() {
     b.start().await;
     let new_b = b.ip(FLANNEL_NETWORK).await.unwrap();
     assert_ne!(new_b, old_b);
+    // Pacing, not synchronisation: the scenario is etcd down for 30 s.
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
     etcd.restart(0).await;
     let up = Instant::now();
     let client = etcd.client().await;
     let (mut a_gone, mut b_moved) = (None, None);
-    let deadline = up + Duration::from_secs(5);
+    // Each sidekick's next try comes at most its registration's longest
+    // retry delay (1 s with jitter) plus one request's limit (1 s) after
+    // etcd answers; the rest is slack for a loaded machine.
+    let within = Duration::from_secs(2) + Duration::from_secs(3);
+    let deadline = up + within + Duration::from_secs(10);
     while (a_gone.is_none() || b_moved.is_none()) && Instant::now() < deadline {
         if a_gone.is_none() && client.get("/services/a/1").await.ok().flatten().is_none() {
             a_gone = Some(up.elapsed());
@@ -261,7 +268,7 @@ async fn etcd_down_for_thirty_seconds() {
         b_moved.expect("b at its new address"),
     );
     assert!(
-        a_gone < Duration::from_secs(2) && b_moved < Duration::from_secs(2),
+        a_gone < within && b_moved < within,
         "a gone {a_gone:?}, b moved {b_moved:?}\n{}\n{}",
         ska.dump(),
         skb.dump()
@@ -338,6 +345,7 @@ async fn a_frozen_member_is_left_behind() {
             stop.clone(),
         ));
     }
+    // Pacing, not synchronisation: the writers run a while before the freeze.
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Freeze the member serving discover's watch, then, if the sidekick's
     // keep-alives go to another one, that one: each tool must leave its own
@@ -354,6 +362,7 @@ async fn a_frozen_member_is_left_behind() {
             continue;
         }
         cluster.freeze(m);
+        // Pacing: the scenario is a member frozen for 20 s.
         tokio::time::sleep(Duration::from_secs(20)).await;
         cluster.thaw(m);
         let moved = serving(p, what);
@@ -364,6 +373,7 @@ async fn a_frozen_member_is_left_behind() {
             p.dump()
         );
         frozen_for.push((m, tool));
+        // Pacing: the thawed member rejoins before the next freeze.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     stop.store(true, Ordering::SeqCst);

@@ -29,8 +29,10 @@ async fn connect_checks_that_etcd_answers_and_names_the_endpoints() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&dead) && msg.contains("--endpoints"), "{msg}");
+    // The dial timeout and the request timeout, plus slack for a loaded
+    // machine: not a retry loop that goes on.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_millis(500) + Duration::from_secs(1) + Duration::from_secs(3),
         "fails within the timeouts: {:?}",
         t.elapsed()
     );
