@@ -226,7 +226,7 @@ async fn the_apps_start_with_their_backends_and_reach_them() {
         .await;
     let config = lines_with(web, "current config:")[0].1.clone();
     for ip in &ch.mc_ips {
-        assert!(config.contains(&format!("{ip}:11211")), "{config}");
+        assert!(config.contains(&format!("\"{ip}:11211\"")), "{config}");
         web.wait_stdout(Duration::from_secs(10), "web reached memcached", |l| {
             l.starts_with(&format!("memcached {ip}:11211 answered: VERSION"))
         })
@@ -320,6 +320,8 @@ async fn a_lost_couchbase_replaced_at_a_new_address_restarts_each_app_once() {
         })
         .await;
     let (worker, web) = (&ch.worker, &ch.web);
+    // Whole addresses as web prints them: 10.1.250.2 must not match .25.
+    let new_cb = format!("couchbase://{new_ip}:8091\"");
     let within = WAIT_CEILING + SLACK;
     let new_conn = format!("current connection: couchbase://{new_ip}:8091");
     worker
@@ -328,7 +330,7 @@ async fn a_lost_couchbase_replaced_at_a_new_address_restarts_each_app_once() {
         })
         .await;
     web.wait_stdout(within, "web restarted with the new couchbase", |l| {
-        l.starts_with("current config:") && l.contains(&new_ip)
+        l.starts_with("current config:") && l.contains(&new_cb)
     })
     .await;
     worker
@@ -339,7 +341,7 @@ async fn a_lost_couchbase_replaced_at_a_new_address_restarts_each_app_once() {
         )
         .await;
     let w_at = lines_with(worker, &new_conn)[0].0;
-    let web_at = lines_with(web, &new_ip)
+    let web_at = lines_with(web, &new_cb)
         .iter()
         .find(|(_, l)| l.starts_with("current config:"))
         .unwrap()
@@ -368,7 +370,7 @@ async fn a_lost_couchbase_replaced_at_a_new_address_restarts_each_app_once() {
     );
     let web_new: Vec<_> = lines_with(web, "current config:")
         .into_iter()
-        .filter(|(_, l)| l.contains(&new_ip))
+        .filter(|(_, l)| l.contains(&new_cb))
         .collect();
     assert_eq!(
         web_new.len(),
@@ -382,7 +384,7 @@ async fn a_lost_couchbase_replaced_at_a_new_address_restarts_each_app_once() {
             .last()
             .unwrap()
             .1
-            .contains(&new_ip)
+            .contains(&new_cb)
     );
     let worker_total = ch.worker_starts() - worker_before;
     let web_total = ch.web_starts() - web_before;
@@ -406,6 +408,8 @@ async fn scaling_memcached_up_restarts_web_once_and_not_the_worker() {
     let web_count = ch.web_starts();
     let m4 = memcached(&ch.docker, &ch.base, 4).await;
     let m4_ip = m4.bridge_ip().await.unwrap();
+    // The whole address as web prints it: 172.17.0.2 must not match .20.
+    let m4_addr = format!("\"{m4_ip}:11211\"");
     let _s4 = unit_sidekick(&ch.etcd, "memcached", "4", m4.name(), "11211");
     let reg4 = ch
         .raw
@@ -416,7 +420,7 @@ async fn scaling_memcached_up_restarts_web_once_and_not_the_worker() {
     let cfg = ch
         .web
         .wait_stdout(WAIT_CEILING + SLACK, "web with 4 memcached", |l| {
-            l.starts_with("current config:") && l.contains(&m4_ip)
+            l.starts_with("current config:") && l.contains(&m4_addr)
         })
         .await;
     assert_eq!(cfg.matches(":11211").count(), 4, "{cfg}");
@@ -429,7 +433,7 @@ async fn scaling_memcached_up_restarts_web_once_and_not_the_worker() {
         worker_count,
         "the worker did not restart"
     );
-    let scale_delay = lines_with(&ch.web, &m4_ip)
+    let scale_delay = lines_with(&ch.web, &m4_addr)
         .iter()
         .find(|(_, l)| l.starts_with("current config:"))
         .unwrap()
@@ -458,12 +462,12 @@ async fn a_stopped_memcached_leaves_web_with_the_others() {
     let cfg = ch
         .web
         .wait_stdout(WAIT_CEILING + SLACK, "web with 2 memcached", |l| {
-            l.starts_with("current config:") && !l.contains(&format!("{}:11211", ch.mc_ips[1]))
+            l.starts_with("current config:") && !l.contains(&format!("\"{}:11211\"", ch.mc_ips[1]))
         })
         .await;
     assert_eq!(cfg.matches(":11211").count(), 2, "{cfg}");
     for ip in [&ch.mc_ips[0], &ch.mc_ips[2]] {
-        assert!(cfg.contains(&format!("{ip}:11211")), "{cfg}");
+        assert!(cfg.contains(&format!("\"{ip}:11211\"")), "{cfg}");
     }
     assert_eq!(ch.web_starts(), web_count + 1, "web restarted once");
     println!("FAILOVER docker stop memcached-2 -> key gone {stop_delay:?}");
