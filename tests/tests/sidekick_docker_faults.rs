@@ -64,14 +64,26 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
     let raw = RawWatch::start(&etcd, &key).await;
     // The event stream is live once an event gets through: a SIGHUP, which
     // the container's PID 1 ignores and the sidekick answers with an inspect.
-    let live = |n: usize| {
-        let (p, name) = (&p, c.name().to_owned());
+    // Counted from before the signal (the events replayed at start-up are
+    // re-inspections too), and done once Docker answered that inspect: an
+    // inspect that starts after the proxy holds hangs, and the sidekick
+    // waiting on it could not notice the cut.
+    let live = || {
+        let (p, name, proxy) = (&p, c.name().to_owned(), &proxy);
         async move {
+            let from = p.stderr().matches("re-inspecting").count();
+            let answered = proxy.responses();
             harness::docker::docker_cli(&["kill", "-s", "HUP", &name]);
             harness::eventually(
-                Duration::from_secs(5),
+                Duration::from_secs(10),
                 "an event through the stream",
-                || (p.stderr().matches("re-inspecting").count() >= n).then_some(()),
+                || (p.stderr().matches("re-inspecting").count() > from).then_some(()),
+            )
+            .await;
+            harness::eventually(
+                Duration::from_secs(10),
+                "Docker's answer to the inspect",
+                || (proxy.responses() > answered).then_some(()),
             )
             .await;
         }
@@ -81,7 +93,7 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
     let noticed_after = |from: usize| {
         let p = &p;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let err = p.stderr();
                 let new = err.get(from..).unwrap_or_default();
@@ -90,7 +102,7 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "the cut was not noticed within 5 s\n{}",
+                    "the cut was not noticed within 10 s\n{}",
                     p.dump()
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -104,7 +116,7 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
     //    already shows the container running, so the replayed die must not
     //    withdraw it: consumers see no delete (a set only if its address
     //    changed).
-    live(1).await;
+    live().await;
     let before = p.stderr().len();
     proxy.hold();
     proxy.sever();
@@ -131,7 +143,7 @@ async fn a_severed_event_stream_is_resubscribed_and_what_it_missed_is_applied() 
 
     // 2. Cut again, and the container stops meanwhile: the key stays (the
     //    sidekick cannot know), and goes as soon as the stream returns.
-    live(2).await;
+    live().await;
     let before = p.stderr().len();
     proxy.hold();
     proxy.sever();
