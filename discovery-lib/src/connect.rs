@@ -42,6 +42,64 @@ impl std::fmt::Debug for Password {
     }
 }
 
+/// A connection setting, as errors name it (see [`Error::settings`]):
+/// tools map each to their own flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Setting {
+    /// [`ConnectOptions::with_endpoints`], `ETCDCTL_ENDPOINTS`.
+    Endpoints,
+    /// [`ConnectOptions::with_ca_file`], `ETCDCTL_CACERT`.
+    CaFile,
+    /// [`ConnectOptions::with_client_cert_file`], `ETCDCTL_CERT`.
+    ClientCert,
+    /// [`ConnectOptions::with_client_key`], `ETCDCTL_KEY`.
+    ClientKey,
+    /// [`ConnectOptions::with_user_name`], `ETCDCTL_USER`.
+    User,
+    /// [`ConnectOptions::with_password`], `ETCDCTL_PASSWORD`.
+    Password,
+}
+
+impl Setting {
+    /// etcdctl's environment variable for it.
+    pub const fn env(self) -> &'static str {
+        match self {
+            Setting::Endpoints => "ETCDCTL_ENDPOINTS",
+            Setting::CaFile => "ETCDCTL_CACERT",
+            Setting::ClientCert => "ETCDCTL_CERT",
+            Setting::ClientKey => "ETCDCTL_KEY",
+            Setting::User => "ETCDCTL_USER",
+            Setting::Password => "ETCDCTL_PASSWORD",
+        }
+    }
+
+    pub(crate) const fn as_slice(&self) -> &'static [Setting] {
+        match self {
+            Setting::Endpoints => &[Setting::Endpoints],
+            Setting::CaFile => &[Setting::CaFile],
+            Setting::ClientCert => &[Setting::ClientCert],
+            Setting::ClientKey => &[Setting::ClientKey],
+            Setting::User => &[Setting::User],
+            Setting::Password => &[Setting::Password],
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            Setting::Endpoints => "the endpoints",
+            Setting::CaFile => "the CA certificate",
+            Setting::ClientCert => "the client certificate",
+            Setting::ClientKey => "the client key",
+            Setting::User => "the user name",
+            Setting::Password => "the password",
+        };
+        write!(f, "{what} ({})", self.env())
+    }
+}
+
 /// How to reach etcd: endpoints, TLS, credentials and timeouts.
 ///
 /// The defaults match etcdctl's (`127.0.0.1:2379`, 2 s dial timeout, 5 s
@@ -70,6 +128,7 @@ pub struct ConnectOptions {
     request_timeout: Duration,
     keep_alive_interval: Duration,
     keep_alive_timeout: Duration,
+    insecure_skip_tls_verify: bool,
 }
 
 impl Default for ConnectOptions {
@@ -97,13 +156,15 @@ impl ConnectOptions {
             // (--grpc-keepalive-min-time); stay at that floor.
             keep_alive_interval: Duration::from_secs(5),
             keep_alive_timeout: Duration::from_secs(3),
+            insecure_skip_tls_verify: false,
         }
     }
 
     /// Read etcdctl's environment: `ETCDCTL_ENDPOINTS` (comma-separated),
     /// `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`, `ETCDCTL_USER`
     /// (`name` or `name:password`), `ETCDCTL_PASSWORD`,
-    /// `ETCDCTL_DIAL_TIMEOUT` and `ETCDCTL_COMMAND_TIMEOUT` (`2s`, `500ms`).
+    /// `ETCDCTL_DIAL_TIMEOUT` and `ETCDCTL_COMMAND_TIMEOUT` (`2s`, `500ms`),
+    /// and `ETCDCTL_INSECURE_SKIP_TLS_VERIFY` (`true`).
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -130,6 +191,17 @@ impl ConnectOptions {
         if let Some(p) = get("ETCDCTL_PASSWORD") {
             o.password = Some(Password::new(p));
         }
+        if let Some(v) = get("ETCDCTL_INSECURE_SKIP_TLS_VERIFY") {
+            o.insecure_skip_tls_verify = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(Error::InvalidOption(format!(
+                        "ETCDCTL_INSECURE_SKIP_TLS_VERIFY={v:?} is not true or false"
+                    )));
+                }
+            };
+        }
         for (var, slot) in [
             ("ETCDCTL_DIAL_TIMEOUT", &mut o.dial_timeout),
             ("ETCDCTL_COMMAND_TIMEOUT", &mut o.request_timeout),
@@ -141,6 +213,20 @@ impl ConnectOptions {
             }
         }
         Ok(o)
+    }
+
+    /// Accept any certificate from etcd, as etcdctl's
+    /// `--insecure-skip-tls-verify` does: the connection is encrypted but
+    /// anyone in the path can impersonate etcd. For tests and first steps
+    /// only; pass the CA instead ([`ConnectOptions::with_ca_file`]).
+    pub const fn with_insecure_skip_tls_verify(mut self, skip: bool) -> Self {
+        self.insecure_skip_tls_verify = skip;
+        self
+    }
+
+    /// Whether [`ConnectOptions::with_insecure_skip_tls_verify`] is on.
+    pub const fn insecure_skip_tls_verify(&self) -> bool {
+        self.insecure_skip_tls_verify
     }
 
     /// The etcd client URLs, such as `http://10.0.0.1:2379`. A bare
@@ -245,27 +331,33 @@ impl ConnectOptions {
     pub fn validate(&self) -> Result<Vec<String>> {
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => {
-                return Err(Error::InvalidOption(
-                    "a client certificate needs its private key: set --tls-key (or ETCDCTL_KEY) too".into(),
-                ));
+                return Err(Error::Incomplete {
+                    reason: "a client certificate needs its private key".into(),
+                    missing: Setting::ClientKey,
+                });
             }
             (None, Some(_)) => {
-                return Err(Error::InvalidOption(
-                    "a client key needs its certificate: set --cert (or ETCDCTL_CERT) too".into(),
-                ));
+                return Err(Error::Incomplete {
+                    reason: "a client key needs its certificate".into(),
+                    missing: Setting::ClientCert,
+                });
             }
             _ => {}
         }
         if self.password.is_some() && self.user.is_none() {
-            return Err(Error::InvalidOption(
-                "a password was given without a user: set --user or ETCDCTL_USER".into(),
-            ));
+            return Err(Error::Incomplete {
+                reason: "a password was given without a user".into(),
+                missing: Setting::User,
+            });
         }
         if self.user.is_some() && self.password.is_none() {
-            return Err(Error::InvalidOption(format!(
-                "user {:?} has no password: set ETCDCTL_PASSWORD or --password-file (never on the command line)",
-                self.user.as_deref().unwrap_or_default()
-            )));
+            return Err(Error::Incomplete {
+                reason: format!(
+                    "user {:?} has no password",
+                    self.user.as_deref().unwrap_or_default()
+                ),
+                missing: Setting::Password,
+            });
         }
         for d in [self.dial_timeout, self.request_timeout] {
             if d.is_zero() {
@@ -278,11 +370,6 @@ impl ConnectOptions {
         let mut urls = Vec::new();
         for ep in self.endpoints() {
             urls.push(normalize_endpoint(&ep, tls)?);
-        }
-        if urls.iter().any(|u| u.starts_with("https://")) && self.ca_file.is_none() {
-            return Err(Error::InvalidOption(
-                "https endpoints need the CA that signed etcd's certificate: set --cacert or ETCDCTL_CACERT".into(),
-            ));
         }
         for (path, what) in [
             (&self.ca_file, "CA certificate"),
@@ -302,7 +389,7 @@ impl ConnectOptions {
         Ok(urls)
     }
 
-    fn client_options(&self) -> Result<etcd_client::ConnectOptions> {
+    fn client_options(&self, https: bool) -> Result<etcd_client::ConnectOptions> {
         let mut o = etcd_client::ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_timeout(self.request_timeout)
@@ -317,11 +404,15 @@ impl ConnectOptions {
         if let (Some(user), Some(pw)) = (&self.user, &self.password) {
             o = o.with_user(user.clone(), pw.expose().to_owned());
         }
-        if self.tls_enabled() {
+        if self.tls_enabled() || https {
             let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = &self.ca_file {
-                let pem = read(ca, "CA certificate")?;
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            match &self.ca_file {
+                Some(ca) => {
+                    let pem = read(ca, "CA certificate")?;
+                    tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+                }
+                // As etcdctl: without a CA, the system's trusted CAs.
+                None => tls = tls.with_native_roots(),
             }
             if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
                 let cert = read(cert, "client certificate")?;
@@ -342,8 +433,31 @@ impl ConnectOptions {
     pub async fn connect(&self) -> Result<Client> {
         let urls = self.validate()?;
         let joined = urls.join(", ");
-        let opts = self.client_options()?;
-        let client = Client::new(Pool::new(urls.clone(), opts), self.request_timeout);
+        let https = urls.iter().any(|u| u.starts_with("https://"));
+        let opts = self.client_options(https)?;
+        let insecure = match self.insecure_skip_tls_verify && https {
+            false => None,
+            true => {
+                tracing::warn!(endpoints = %joined, "not verifying etcd's TLS certificate (insecure skip TLS verify): anyone in the path can impersonate etcd");
+                let identity = match (&self.cert_file, &self.key_file) {
+                    (Some(c), Some(k)) => {
+                        Some((read(c, "client certificate")?, read(k, "client key")?))
+                    }
+                    _ => None,
+                };
+                Some(crate::insecure::Settings {
+                    dial_timeout: self.dial_timeout,
+                    request_timeout: self.request_timeout,
+                    keep_alive_interval: self.keep_alive_interval,
+                    keep_alive_timeout: self.keep_alive_timeout,
+                    identity,
+                })
+            }
+        };
+        let client = Client::new(
+            Pool::new(urls.clone(), opts, insecure),
+            self.request_timeout,
+        );
         let status = client
             .call("status", |c| {
                 let mut m = c.maintenance();
@@ -363,15 +477,17 @@ impl ConnectOptions {
         if !matches!(err, Error::Unreachable { .. }) {
             return err;
         }
-        if let Some(ca) = &self.ca_file {
+        if !self.insecure_skip_tls_verify {
+            let ca = self.ca_file.as_deref();
             let client = self.cert_file.as_deref().zip(self.key_file.as_deref());
-            for url in urls {
-                if let Some(reason) =
+            for url in urls.iter().filter(|u| u.starts_with("https://")) {
+                if let Some((reason, check)) =
                     crate::tls_probe::why_tls_fails(url, ca, client, self.dial_timeout).await
                 {
                     return Error::Tls {
                         endpoints: url.clone(),
                         reason,
+                        check,
                     };
                 }
             }
@@ -411,15 +527,18 @@ impl ConnectOptions {
                 };
             }
         }
-        if self.tls_enabled()
+        if (self.tls_enabled() || endpoints.contains("https://"))
             && (lower.contains("certificate")
                 || lower.contains("tls")
                 || lower.contains("handshake")
                 || lower.contains("alert"))
         {
+            let (reason, check) =
+                crate::tls_probe::explain(reason, self.cert_file.is_some(), self.ca_file.is_some());
             return Error::Tls {
                 endpoints: endpoints.to_owned(),
-                reason: crate::tls_probe::explain(reason, self.cert_file.is_some()),
+                reason,
+                check,
             };
         }
         if classify(e) == Class::PermissionDenied {

@@ -62,6 +62,7 @@ mod config;
 mod connect;
 mod duration;
 mod error;
+mod insecure;
 mod key;
 mod members;
 mod node;
@@ -74,7 +75,7 @@ mod watch;
 
 pub use client::Client;
 pub use config::{ConfigOptions, ConfigWatch};
-pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password};
+pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password, Setting};
 pub use duration::parse_duration;
 pub use error::{Error, RequestError, Result, error_chain};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
