@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 struct Inner {
@@ -19,6 +19,8 @@ struct Inner {
     generation: AtomicU64,
     /// While set, new connections are accepted but not forwarded yet.
     held: AtomicBool,
+    /// HTTP responses seen going from the daemon to a client.
+    responses: AtomicUsize,
 }
 
 /// See the module docs.
@@ -37,6 +39,7 @@ impl SocketProxy {
             conns: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             held: AtomicBool::new(false),
+            responses: AtomicUsize::new(0),
         });
         let p = Self { inner };
         p.listen();
@@ -64,6 +67,13 @@ impl SocketProxy {
     /// Forward the held connections and every new one.
     pub fn release(&self) {
         self.inner.held.store(false, Ordering::SeqCst);
+    }
+
+    /// How many HTTP responses (status lines) the daemon sent through so
+    /// far: a request counted here was answered, so the client is no
+    /// longer waiting on it.
+    pub fn responses(&self) -> usize {
+        self.inner.responses.load(Ordering::SeqCst)
     }
 
     /// Stop accepting and remove the socket, then sever: the daemon is gone.
@@ -99,7 +109,7 @@ impl SocketProxy {
 }
 
 /// Connect one accepted client to the daemon (once not held) and pump.
-fn forward(inner: &Inner, client: UnixStream) {
+fn forward(inner: &Arc<Inner>, client: UnixStream) {
     while inner.held.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -117,8 +127,9 @@ fn forward(inner: &Inner, client: UnixStream) {
         client.try_clone().expect("clone"),
         upstream.try_clone().expect("clone"),
         inner.rewrite.clone(),
+        None,
     );
-    pump(upstream, client, None);
+    pump(upstream, client, None, Some(inner.clone()));
 }
 
 impl Drop for SocketProxy {
@@ -127,7 +138,14 @@ impl Drop for SocketProxy {
     }
 }
 
-fn pump(mut from: UnixStream, mut to: UnixStream, rewrite: Option<(Vec<u8>, Vec<u8>)>) {
+/// Copy `from` to `to` on a thread. `count_responses` (daemon to client
+/// only) counts the HTTP status lines that pass.
+fn pump(
+    mut from: UnixStream,
+    mut to: UnixStream,
+    rewrite: Option<(Vec<u8>, Vec<u8>)>,
+    count_responses: Option<Arc<Inner>>,
+) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         // Bytes held back because they might be the start of `from`-pattern
@@ -138,6 +156,10 @@ fn pump(mut from: UnixStream, mut to: UnixStream, rewrite: Option<(Vec<u8>, Vec<
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Some(inner) = &count_responses {
+                let seen = buf[..n].windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+                inner.responses.fetch_add(seen, Ordering::SeqCst);
+            }
             let out = match &rewrite {
                 None => buf[..n].to_vec(),
                 Some((pat, rep)) => {

@@ -11,21 +11,51 @@ use discovery::{
 };
 use harness::Etcd;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_library_refuses_bad_input_and_writes_nothing() {
-    let etcd = Etcd::single().await;
-    let c = etcd.client().await;
-    let before = etcd.revision().await;
-    let ttl = |s: u64| RegisterOptions::new(Duration::from_secs(s));
-    let long_key = format!("/{}", "k".repeat(2000));
-    let mut n = 0;
-    let mut check = |label: &str, r: Result<(), Error>, want: &str| {
-        n += 1;
+/// Counts refusals; each must carry `want` in its message.
+#[derive(Default)]
+struct Cases(usize);
+
+impl Cases {
+    fn check(&mut self, label: &str, r: Result<(), Error>, want: &str) {
+        self.0 += 1;
         let e = r.expect_err(label);
         let msg = e.to_string();
         assert!(msg.contains(want), "{label}: expected {want:?} in {msg:?}");
-    };
-    // Keys.
+    }
+}
+
+/// A real etcd, our client, and the revision before any case ran: each
+/// case that talks to etcd ends with [`Setup::wrote_nothing`].
+struct Setup {
+    etcd: Etcd,
+    c: discovery::Client,
+    before: i64,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let etcd = Etcd::single().await;
+        let c = etcd.client().await;
+        let before = etcd.revision().await;
+        Self { etcd, c, before }
+    }
+
+    /// No data lost and none made up: the revision is where it was, plus
+    /// what the test wrote itself.
+    async fn wrote_nothing(&self, own_writes: i64) {
+        assert_eq!(self.etcd.revision().await, self.before + own_writes);
+    }
+}
+
+fn ttl(s: u64) -> RegisterOptions {
+    RegisterOptions::new(Duration::from_secs(s))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_keys_are_refused_by_register_and_put() {
+    let s = Setup::new().await;
+    let long_key = format!("/{}", "k".repeat(2000));
+    let mut n = Cases::default();
     for (k, want) in [
         ("", "empty"),
         ("services/m/1", "start with '/'"),
@@ -36,25 +66,33 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
         (long_key.as_str(), "limit"),
         ("/", "just '/'"),
     ] {
-        check(
+        n.check(
             &format!("register {k:?}"),
-            c.register(k, "v", ttl(8)).map(drop),
+            s.c.register(k, "v", ttl(8)).map(drop),
             want,
         );
-        check(&format!("put {k:?}"), c.put(k, "v").await.map(drop), want);
+        n.check(&format!("put {k:?}"), s.c.put(k, "v").await.map(drop), want);
     }
-    // TTLs and intervals.
-    check(
+    assert_eq!(n.0, 16);
+    s.wrote_nothing(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ttls_and_intervals_are_refused() {
+    let s = Setup::new().await;
+    let c = &s.c;
+    let mut n = Cases::default();
+    n.check(
         "ttl 0",
         c.register("/services/x", "v", ttl(0)).map(drop),
         "TTL is 0",
     );
-    check(
+    n.check(
         "ttl 1",
         c.register("/services/x", "v", ttl(1)).map(drop),
         "minimum",
     );
-    check(
+    n.check(
         "ttl 1.5s",
         c.register(
             "/services/x",
@@ -64,12 +102,12 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
         .map(drop),
         "whole number",
     );
-    check(
+    n.check(
         "ttl max",
         c.register("/services/x", "v", ttl(9_000_000_001)).map(drop),
         "maximum",
     );
-    check(
+    n.check(
         "interval = ttl",
         c.register(
             "/services/x",
@@ -79,30 +117,45 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
         .map(drop),
         "shorter than the TTL",
     );
-    // Prefixes and revisions.
-    check(
+    assert_eq!(n.0, 5);
+    s.wrote_nothing(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_prefixes_and_revisions_are_refused() {
+    let s = Setup::new().await;
+    let c = &s.c;
+    let mut n = Cases::default();
+    n.check(
         "relative prefix",
         c.watch_prefix("services", WatchOptions::new()).map(drop),
         "start with '/'",
     );
-    check(
+    n.check(
         "negative revision",
         c.watch_prefix("/services", WatchOptions::new().with_start_revision(-1))
             .map(drop),
         "negative",
     );
-    check(
+    n.check(
         "prefix //",
         c.get_prefix("/a//").await.map(drop),
         "empty segment",
     );
-    check(
+    n.check(
         "members of a bad prefix",
         c.members("x").await.map(drop),
         "start with '/'",
     );
-    // Connection options.
-    check(
+    assert_eq!(n.0, 4);
+    s.wrote_nothing(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_connection_options_are_refused() {
+    // None of these reaches an etcd, so there is none to check.
+    let mut n = Cases::default();
+    n.check(
         "ftp endpoint",
         ConnectOptions::new()
             .with_endpoints(["ftp://h:1"])
@@ -111,7 +164,7 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
             .map(drop),
         "scheme",
     );
-    check(
+    n.check(
         "no port",
         ConnectOptions::new()
             .with_endpoints(["h"])
@@ -122,7 +175,7 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
     );
     // As etcdctl: https without a CA is tried with the system's CAs, not
     // refused before any I/O; nothing listens there, so it is unreachable.
-    check(
+    n.check(
         "https without CA",
         ConnectOptions::new()
             .with_endpoints(["https://127.0.0.1:1"])
@@ -131,7 +184,7 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
             .map(drop),
         "did not answer at https://127.0.0.1:1",
     );
-    check(
+    n.check(
         "cert without key",
         ConnectOptions::new()
             .with_client_cert_file("/tmp/c.pem")
@@ -140,7 +193,7 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
             .map(drop),
         "private key",
     );
-    check(
+    n.check(
         "password without user",
         ConnectOptions::new()
             .with_password(Password::new("p"))
@@ -149,7 +202,7 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
             .map(drop),
         "without a user",
     );
-    check(
+    n.check(
         "unreachable",
         ConnectOptions::new()
             .with_endpoints(["127.0.0.1:1"])
@@ -159,13 +212,19 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
             .map(drop),
         "did not answer at http://127.0.0.1:1",
     );
-    // Config that does not fit.
+    assert_eq!(n.0, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_that_does_not_fit_is_refused() {
     #[derive(serde::Deserialize, Debug)]
     struct Cfg {
         #[allow(dead_code)]
         port: u16,
     }
-    let mut raw = etcd.raw_client().await;
+    let s = Setup::new().await;
+    let c = &s.c;
+    let mut raw = s.etcd.raw_client().await;
     raw.put("/config/bad-type/port", "\"high\"", None)
         .await
         .unwrap();
@@ -175,47 +234,55 @@ async fn the_library_refuses_bad_input_and_writes_nothing() {
     raw.put("/config/bad-bytes/port", vec![0xffu8, 0xfe], None)
         .await
         .unwrap();
-    let written = etcd.revision().await;
-    check(
+    let mut n = Cases::default();
+    n.check(
         "config of the wrong type",
         c.config::<Cfg>("/config/bad-type").await.map(drop),
         "does not fit",
     );
-    check(
+    n.check(
         "config that is not JSON",
         c.config::<Cfg>("/config/bad-json").await.map(drop),
         "not valid JSON",
     );
-    check(
+    n.check(
         "config that is not UTF-8",
         c.config::<Cfg>("/config/bad-bytes").await.map(drop),
         "not UTF-8",
     );
-    // Plain parsers.
-    check(
+    assert_eq!(n.0, 3);
+    // Only the three config keys above were written.
+    s.wrote_nothing(3).await;
+}
+
+#[test]
+fn the_plain_parsers_refuse_bad_input() {
+    let mut n = Cases::default();
+    n.check(
         "duration -1",
         parse_duration("-1").map(drop).map_err(Error::InvalidOption),
         "negative",
     );
-    check(
+    n.check(
         "duration abc",
         parse_duration("abc")
             .map(drop)
             .map_err(Error::InvalidOption),
         "not a duration",
     );
-    check("empty prefix", Prefix::new("").map(drop), "empty");
-    check("key /", validate_key("/"), "just '/'");
-    assert!(n >= 30, "{n} cases");
-    // No data lost and none made up: only the three config keys above were written.
-    assert_eq!(etcd.revision().await, written);
-    assert_eq!(written, before + 3);
-    // Non-UTF-8 values are not bad input: they pass through intact.
+    n.check("empty prefix", Prefix::new("").map(drop), "empty");
+    n.check("key /", validate_key("/"), "just '/'");
+    assert_eq!(n.0, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_that_are_not_utf8_are_not_bad_input() {
+    // They pass through intact.
+    let s = Setup::new().await;
     let bytes = vec![0u8, 0xff, 0x80, b'\n'];
-    c.put("/services/bytes", bytes.clone()).await.unwrap();
+    s.c.put("/services/bytes", bytes.clone()).await.unwrap();
     assert_eq!(
-        c.get("/services/bytes").await.unwrap().unwrap().value(),
+        s.c.get("/services/bytes").await.unwrap().unwrap().value(),
         &bytes[..]
     );
-    println!("BADINPUT library cases: {n}");
 }

@@ -110,6 +110,7 @@ async fn per_field_keys_update_reject_and_apply_transactions_whole() {
         (cfg.current().db.host == "db2").then_some(())
     })
     .await;
+    // A deliberate quiet period: "one change" asserts no second one.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "one change for one transaction: {seen:?}");

@@ -34,8 +34,10 @@ async fn connect_checks_that_etcd_answers_and_names_the_endpoints() {
         "{msg}"
     );
     assert_eq!(err.settings(), [discovery::Setting::Endpoints]);
+    // The dial timeout and the request timeout, plus slack for a loaded
+    // machine: not a retry loop that goes on.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_millis(500) + Duration::from_secs(1) + Duration::from_secs(3),
         "fails within the timeouts: {:?}",
         t.elapsed()
     );

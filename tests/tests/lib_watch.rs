@@ -472,6 +472,8 @@ async fn zero_loss_across_etcd_restarts() {
         .await
         .unwrap_or_else(|_| panic!("kill {k} did not cut the live watch within 10 s"))
         .expect("the watch engine is running");
+        // Pacing, not synchronisation: etcd stays down a while, so the
+        // watch backs off at least once.
         tokio::time::sleep(Duration::from_millis(700)).await;
         etcd.restart(0).await;
     }

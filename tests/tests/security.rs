@@ -366,9 +366,29 @@ async fn a_restricted_user_works_and_its_password_shows_nowhere() {
     let _ = bin_path("sidekick");
 }
 
+/// The simple tokens of `user` that etcd's log (member 0) names in lines
+/// with message `msg`: "authenticated a user" (debug level) when it issues
+/// one, "deleted a simple token" when its TTL ran out.
+fn tokens_logged(etcd: &EtcdCluster, msg: &str, user: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(etcd.dir().join(format!("{}.log", etcd.name(0))))
+        .unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == msg && v["user-name"] == user)
+        .filter_map(|v| v["token"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_is_renewed() {
-    let mut etcd = EtcdCluster::start(EtcdConfig::new(1).with_arg("--auth-token-ttl=1")).await;
+    // Debug level: etcd logs each token it issues, so the test can tell
+    // when the one our client holds is gone.
+    let mut etcd = EtcdCluster::start(
+        EtcdConfig::new(1)
+            .with_arg("--auth-token-ttl=1")
+            .with_arg("--log-level=debug"),
+    )
+    .await;
     enable_auth(&etcd);
     etcd.set_raw_user("root", ROOT_PASSWORD);
     let client = etcd
@@ -378,6 +398,14 @@ async fn an_expired_token_is_renewed() {
         .await
         .unwrap();
     client.put("/services/tok/1", "a").await.unwrap();
+    // Every token user "sidekick" holds so far is our client's (the
+    // sidekick process below has not started yet).
+    let ours = tokens_logged(&etcd, "authenticated a user", "sidekick");
+    assert!(
+        !ours.is_empty(),
+        "etcd logged no token for user sidekick\n{}",
+        etcd.logs()
+    );
     // A sidekick as the same user, whose keep-alives must outlive tokens too.
     let raw = RawWatch::start(&etcd, "/services/tok-sk/").await;
     let mut sk = tool("sidekick", &etcd);
@@ -396,7 +424,17 @@ async fn an_expired_token_is_renewed() {
         e.put
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // the token is gone
+    // etcd deletes an idle simple token after --auth-token-ttl (its keeper
+    // ticks every second) and logs it: wait until ours are all gone.
+    eventually(
+        Duration::from_secs(20),
+        "etcd deleting our client's expired token",
+        || {
+            let deleted = tokens_logged(&etcd, "deleted a simple token", "sidekick");
+            ours.iter().all(|t| deleted.contains(t)).then_some(())
+        },
+    )
+    .await;
     client
         .put("/services/tok/1", "b")
         .await
@@ -424,7 +462,14 @@ async fn an_expired_token_is_renewed() {
     .await;
     etcd.kill(0);
     etcd.restart(0).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The put below is a live event for a watch that is back (its new
+    // stream needed a new token), not one it catches up on.
+    w.wait_stderr(
+        Duration::from_secs(20),
+        "the watch resumed after the restart",
+        |l| l.contains("watch resumed"),
+    )
+    .await;
     client.put("/services/tok/1", "c").await.unwrap();
     w.wait_stdout(
         Duration::from_secs(10),
@@ -436,6 +481,8 @@ async fn an_expired_token_is_renewed() {
     // two TTLs later its key was never deleted and is still there.
     // etcd's own history says so (the raw watch above did not outlive the
     // restart): a marker closes the range, and no delete comes before it.
+    // A deliberate quiet period of two TTLs: it asserts an absence (no
+    // delete), so there is no event to wait for.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut c = etcd.raw_client().await;
     let to = c
