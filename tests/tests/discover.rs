@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 fn etcdctl(etcd: &Etcd, args: &[&str]) {
-    let out = Command::new("etcdctl")
+    let out = Command::new(harness::etcd::etcdctl_binary())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", etcd.endpoints_arg()))
         .args(args)
