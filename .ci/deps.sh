@@ -25,6 +25,7 @@ check busybox-static /bin/busybox   # the static binary in the test image
 check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
 check openssl openssl               # certificates for the TLS tests
+check curl curl                     # etcd's own v2 API, the reference for discover's lines
 check memcached /usr/bin/memcached  # node-web against a real memcached
 check podman podman                 # the second container engine (tests/tests/podman.rs)
 check python3 python3               # pip fetches etcd 3.5 (below)
