@@ -45,8 +45,13 @@ image: deps
 sweep:
 	@ids=$$(docker ps -aq --filter label=discovery-test 2>/dev/null); \
 	  if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
+	@if command -v podman >/dev/null 2>&1; then \
+	  ids=$$(podman ps -aq --filter label=discovery-test 2>/dev/null); \
+	  if [ -n "$$ids" ]; then podman rm -f -t 0 $$ids >/dev/null; fi; \
+	fi
 	@# The [t] keeps the pattern from matching this very command line.
 	@pkill -KILL -f -- '--data-dir=.*/etcd-tes[t]-' 2>/dev/null || true
+	@pkill -TERM -f -- 'podman system service --time=0 unix://.*/podman-tes[t]-' 2>/dev/null || true
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -56,7 +61,7 @@ clippy:
 
 # The core set `make test` runs again against etcd 3.5, for plain `cargo test`
 # (nextest reads the same list from .config/nextest.toml, profile etcd35).
-ETCD35_CORE := $(foreach t,harness lib_config lib_connect lib_register lib_watch sidekick sidekick_docker_faults discover v2_parity faults failover security metrics bad_input,--test $(t))
+ETCD35_CORE := $(foreach t,harness lib_config lib_connect lib_register lib_watch sidekick sidekick_docker_faults podman discover v2_parity faults failover security metrics bad_input,--test $(t))
 
 # The tests start the binaries from target/debug, so build them first.
 # Both etcd versions: Debian's 3.4 for everything, 3.5 for the core set.

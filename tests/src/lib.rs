@@ -12,6 +12,7 @@ pub mod docker;
 pub mod etcd;
 pub mod notify;
 pub mod pki;
+pub mod podman;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;
