@@ -40,7 +40,7 @@ impl Podman {
     pub async fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("podman-test-")
-            .tempdir()
+            .tempdir_in(crate::scratch_dir())
             .expect("temp dir");
         std::fs::write(dir.path().join("containers.conf"), CONTAINERS_CONF)
             .expect("write containers.conf");
@@ -126,7 +126,7 @@ impl Podman {
     /// [`Podman::run`] with more `podman run` options (`--entrypoint ...`).
     pub fn run_with(&self, name: &str, options: &[&str], args: &[&str]) -> PodmanContainer {
         let image = format!("{}:{}", TEST_IMAGE.0, TEST_IMAGE.1);
-        let label = format!("{TEST_LABEL}=1");
+        let label = format!("{TEST_LABEL}={}", crate::checkout());
         let mut cli = vec!["run", "-d", "--name", name, "--label", &label];
         cli.extend(options);
         cli.push(&image);
