@@ -65,7 +65,7 @@ clippy:
 
 # The core set `make test` runs again against etcd 3.5, for plain `cargo test`
 # (nextest reads the same list from .config/nextest.toml, profile etcd35).
-ETCD35_CORE := $(foreach t,harness lib_config lib_connect lib_register lib_watch sidekick sidekick_docker_faults podman discover v2_parity faults failover security metrics bad_input,--test $(t))
+ETCD35_CORE := $(foreach t,harness lib_config lib_connect lib_register lib_watch sidekick sidekick_docker_faults docker_tls podman discover v2_parity faults failover security metrics bad_input,--test $(t))
 
 # The tests start the binaries from target/debug, so build them first.
 # Both etcd versions: Debian's 3.4 for everything, 3.5 for the core set.

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod docker;
+pub mod docker_tls;
 pub mod etcd;
 pub mod notify;
 pub mod pki;
