@@ -156,7 +156,6 @@ async fn container_ip_matches_docker_inspect_on_bridge_and_flannel_network() {
         cli_inspect_ip(on_bridge.name(), "bridge"),
         "API and CLI agree"
     );
-    assert_eq!(ip, on_bridge.tc_bridge_ip().await, "testcontainers agrees");
     // The listener is reachable from the host, for real.
     let reply = tcp_line(&ip, 11211).await;
     assert!(reply.starts_with("VERSION"), "{reply}");
