@@ -17,6 +17,7 @@ pub mod podman;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;
+pub mod systemd;
 pub mod tcp_proxy;
 pub mod wait;
 
