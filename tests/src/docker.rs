@@ -175,6 +175,28 @@ impl Docker {
             .start_container(&c.id, None)
             .await
             .unwrap_or_else(|e| panic!("start container {}: {e}", c.name));
+        // Running is not listening: wait until every port it serves accepts.
+        let network = spec.network.as_deref().unwrap_or("bridge");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for port in &spec.ports {
+            loop {
+                let ip = c.ip(network).await;
+                if let Some(ip) = &ip {
+                    if tokio::net::TcpStream::connect((ip.as_str(), *port))
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "container {} (ip {ip:?} on {network}) does not accept on port {port} within 20s",
+                    c.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         c
     }
 }
@@ -224,6 +246,7 @@ pub struct ContainerSpec {
     args: Vec<String>,
     network: Option<String>,
     health: Option<HealthConfig>,
+    ports: Vec<u16>,
 }
 
 impl ContainerSpec {
@@ -237,18 +260,21 @@ impl ContainerSpec {
             // network mode "default".
             network: Some("bridge".into()),
             health: None,
+            ports: Vec::new(),
         }
     }
 
     /// Serve a TCP responder on `port`.
     pub fn tcp(mut self, port: u16) -> Self {
         self.args.push(format!("tcp:{port}"));
+        self.ports.push(port);
         self
     }
 
     /// Serve HTTP on `port`.
     pub fn http(mut self, port: u16) -> Self {
         self.args.push(format!("http:{port}"));
+        self.ports.push(port);
         self
     }
 
