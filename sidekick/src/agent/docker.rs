@@ -11,6 +11,8 @@ use futures::Stream;
 use super::decide::ContainerView;
 use crate::common::exit::UsageError;
 
+mod tls;
+
 /// Why a Docker request failed.
 #[derive(Debug)]
 pub enum DockerError {
@@ -30,10 +32,14 @@ impl std::fmt::Display for DockerError {
 
 /// A Docker connection that is (re)made on demand, with the API version
 /// negotiated each time: the engine may be older than bollard's default
-/// (Debian's 20.10 speaks 1.41), or restarted with a new version.
+/// (Debian's 20.10 speaks 1.41), or restarted with a new version. As the
+/// Docker CLI: `DOCKER_API_VERSION` fixes the version instead, and
+/// `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH` make a `tcp://` host TLS.
 #[derive(Debug)]
 pub struct DockerConn {
     host: String,
+    tls: Option<tls::DockerTls>,
+    version: Option<bollard::ClientVersion>,
     api: Option<bollard::Docker>,
 }
 
@@ -41,8 +47,10 @@ pub struct DockerConn {
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 impl DockerConn {
-    /// Read `DOCKER_HOST` as the Docker CLI does; a scheme bollard cannot
-    /// use is a usage error.
+    /// Read `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH` and
+    /// `DOCKER_API_VERSION` as the Docker CLI does; a scheme bollard cannot
+    /// use, a TLS file that cannot be read or a malformed version is a usage
+    /// error.
     pub fn from_env() -> Result<Self, UsageError> {
         let host = std::env::var("DOCKER_HOST")
             .ok()
@@ -56,7 +64,14 @@ impl DockerConn {
                 "DOCKER_HOST={host:?} is not supported; use unix:///path/to/docker.sock or tcp://host:port"
             )));
         }
-        Ok(Self { host, api: None })
+        let tls = tls::from_env(&host)?;
+        let version = tls::api_version_from_env()?;
+        Ok(Self {
+            host,
+            tls,
+            version,
+            api: None,
+        })
     }
 
     /// Where Docker is expected.
@@ -73,11 +88,15 @@ impl DockerConn {
         if let Some(api) = &self.api {
             return Ok(api.clone());
         }
-        let api = kept_alive(&self.host).map_err(|e| classify(&self.host, e))?;
-        let api = api
-            .negotiate_version()
-            .await
-            .map_err(|e| classify(&self.host, e))?;
+        let api = kept_alive(&self.host, self.tls.as_ref(), self.version.as_ref())
+            .map_err(|e| self.classify(e))?;
+        let api = match self.version {
+            Some(_) => api,
+            None => api
+                .negotiate_version()
+                .await
+                .map_err(|e| self.classify(e))?,
+        };
         self.api = Some(api.clone());
         Ok(api)
     }
@@ -92,7 +111,7 @@ impl DockerConn {
             }) => Ok(None),
             Err(e) => {
                 self.reset();
-                Err(classify(&self.host, e))
+                Err(self.classify(e))
             }
         }
     }
@@ -128,12 +147,23 @@ impl DockerConn {
 /// long as the host runs. This gives bollard a client that keeps its
 /// connection; a request whose idle connection the daemon closed just
 /// before is sent again on a new one (hyper retries what it never wrote).
-fn kept_alive(host: &str) -> Result<bollard::Docker, BollardError> {
+fn kept_alive(
+    host: &str,
+    tls: Option<&tls::DockerTls>,
+    version: Option<&bollard::ClientVersion>,
+) -> Result<bollard::Docker, BollardError> {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     use std::sync::Arc;
 
     const TIMEOUT_SECS: u64 = 120;
+    // bollard 0.21.1 builds its request URLs by joining an absolute path
+    // onto `/vX.Y/`, which drops the version: every request goes out
+    // unversioned (the daemon then speaks its own newest version). A fixed
+    // DOCKER_API_VERSION would be ignored, so the transport puts it back.
+    let prefix: Option<Arc<str>> =
+        version.map(|v| format!("/v{}.{}", v.major_version, v.minor_version).into());
+    let version = version.unwrap_or(bollard::API_DEFAULT_VERSION);
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(std::time::Duration::from_secs(30))
@@ -148,35 +178,111 @@ fn kept_alive(host: &str) -> Result<bollard::Docker, BollardError> {
         bollard::Docker::connect_with_custom_transport(
             move |req: bollard::BollardRequest| {
                 let client = Arc::clone(&client);
+                let req = with_version(req, prefix.as_deref());
                 Box::pin(async move { client.request(req).await.map_err(BollardError::from) })
             },
             Some(format!("unix://{hex}")),
             TIMEOUT_SECS,
-            bollard::API_DEFAULT_VERSION,
+            version,
+        )
+    } else if let Some(tls) = tls {
+        // The daemon's certificate is verified against DOCKER_CERT_PATH/ca.pem
+        // only (the CLI's behaviour), never the system's roots.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.config).clone())
+            .https_only()
+            .enable_http1()
+            .build();
+        let client = Arc::new(builder.build(https));
+        bollard::Docker::connect_with_custom_transport(
+            move |req: bollard::BollardRequest| {
+                let client = Arc::clone(&client);
+                let req = with_version(req, prefix.as_deref());
+                Box::pin(async move { client.request(req).await.map_err(BollardError::from) })
+            },
+            Some(host.replacen("tcp://", "https://", 1)),
+            TIMEOUT_SECS,
+            version,
         )
     } else {
         let client = Arc::new(builder.build_http());
         bollard::Docker::connect_with_custom_transport(
             move |req: bollard::BollardRequest| {
                 let client = Arc::clone(&client);
+                let req = with_version(req, prefix.as_deref());
                 Box::pin(async move { client.request(req).await.map_err(BollardError::from) })
             },
             Some(host.replacen("tcp://", "http://", 1)),
             TIMEOUT_SECS,
-            bollard::API_DEFAULT_VERSION,
+            version,
         )
     }
 }
 
-fn classify(host: &str, e: BollardError) -> DockerError {
-    let text = discovery::error_chain(&e);
-    let lower = text.to_lowercase();
-    if lower.contains("permission denied") {
-        return DockerError::Refused(format!(
-            "Docker at {host} refused us: {text} (run sidekick as root or as a member of the docker group)"
-        ));
+/// The request with its path under `prefix` (`/v1.41`), if there is one.
+fn with_version(mut req: bollard::BollardRequest, prefix: Option<&str>) -> bollard::BollardRequest {
+    let Some(prefix) = prefix else {
+        return req;
+    };
+    let uri = req.uri();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    if path.starts_with(prefix) {
+        return req;
     }
-    DockerError::Unreachable(format!("Docker at {host} is unreachable: {text}"))
+    let rebuilt = format!(
+        "{}://{}{prefix}{path}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    );
+    if let Ok(u) = rebuilt.parse() {
+        *req.uri_mut() = u;
+    }
+    req
+}
+
+impl DockerConn {
+    /// Sort a failure into "retry" and "fix the configuration" (exit 2).
+    fn classify(&self, e: BollardError) -> DockerError {
+        let host = &self.host;
+        let text = discovery::error_chain(&e);
+        let lower = text.to_lowercase();
+        if lower.contains("permission denied") {
+            return DockerError::Refused(format!(
+                "Docker at {host} refused us: {text} (run sidekick as root or as a member of the docker group)"
+            ));
+        }
+        // Go's HTTPS server answers a plain-HTTP request with this 400.
+        if lower.contains("http request to an https server") {
+            return DockerError::Refused(format!(
+                "Docker at {host} speaks TLS: {} (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem)",
+                text.trim_end()
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            // A certificate the daemon or we reject does not heal by retrying.
+            if ["certificate", "handshake", "alert", "tls"]
+                .iter()
+                .any(|w| lower.contains(w))
+            {
+                return DockerError::Refused(format!(
+                    "Docker at {host}: the TLS connection was refused: {text} (DOCKER_CERT_PATH={}: ca.pem must be the CA that signed the daemon's certificate, and cert.pem and key.pem a client certificate the daemon trusts)",
+                    tls.dir.display()
+                ));
+            }
+        }
+        if let BollardError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        } = &e
+        {
+            if self.version.is_some() && message.to_lowercase().contains("version") {
+                return DockerError::Refused(format!(
+                    "Docker at {host} refuses the API version DOCKER_API_VERSION asks for: {message} (unset DOCKER_API_VERSION to negotiate one)"
+                ));
+            }
+        }
+        DockerError::Unreachable(format!("Docker at {host} is unreachable: {text}"))
+    }
 }
 
 fn view(c: bollard::models::ContainerInspectResponse) -> ContainerView {

@@ -7,12 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -194,8 +201,52 @@ impl Metrics {
     }
 }
 
+/// The OpenMetrics content type prometheus-client writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' classic text format, for scrapers that do not ask for
+/// OpenMetrics: the same lines parse as it (`# EOF` is a comment there).
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer to one request: `GET /metrics` (or `/`) in the format the
+/// `Accept` header asks for, 404 for other paths, 405 for other methods.
+fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, text: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    if !matches!(req.uri().path(), "/metrics" | "/") {
+        return plain(StatusCode::NOT_FOUND, "try GET /metrics\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "try GET /metrics\n");
+    }
+    let wants_openmetrics = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let ctype = if wants_openmetrics {
+        OPENMETRICS
+    } else {
+        PROMETHEUS_TEXT
+    };
+    let body = if req.method() == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(metrics.render())
+    };
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
 /// Bind `addr` now (so a bad address fails at startup) and serve
-/// `GET /metrics` until `stop` is cancelled.
+/// `GET /metrics` with hyper's HTTP/1 server until `stop` is cancelled.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -205,7 +256,7 @@ pub async fn serve(
     info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
     Ok(tokio::spawn(async move {
         loop {
-            let (mut sock, peer) = tokio::select! {
+            let (sock, peer) = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok(s) => s,
@@ -218,40 +269,28 @@ pub async fn serve(
                 },
             };
             let metrics = metrics.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("");
-                let (status, ctype, body) =
-                    if req.starts_with("GET ") && (path == "/metrics" || path == "/") {
-                        (
-                            "200 OK",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            metrics.render(),
-                        )
-                    } else {
-                        (
-                            "404 Not Found",
-                            "text/plain",
-                            "try GET /metrics\n".to_owned(),
-                        )
-                    };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(body.as_bytes()).await;
-                debug!(%peer, path, "metrics scraped");
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let r = respond(&metrics, &req);
+                    debug!(%peer, path = req.uri().path(), status = r.status().as_u16(), "metrics request");
+                    std::future::ready(Ok::<_, std::convert::Infallible>(r))
+                });
+                let conn = http1::Builder::new()
+                    // A scraper that opens a connection and sends nothing
+                    // is dropped rather than held forever.
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(5))
+                    .serve_connection(TokioIo::new(sock), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(%peer, error = %e, "metrics connection ended");
+                        }
+                    }
+                    _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
             });
         }
     }))

@@ -3,12 +3,20 @@
 //! `watcher.on('set', …)`) ports as is.
 //!
 //! ```text
-//! {"action":"get","revision":41,"node":{"key":"/services/couchbase","dir":true,"nodes":[{"key":"/services/couchbase/1","value":"10.1.1.2","createdIndex":12,"modifiedIndex":12}]}}
+//! {"action":"get","revision":41,"node":{"key":"/services/couchbase","dir":true,"nodes":[{"key":"/services/couchbase/1","value":"10.1.1.2","createdIndex":12,"modifiedIndex":12}],"createdIndex":12,"modifiedIndex":12}}
 //! {"action":"set","revision":57,"node":{"key":"/services/couchbase/1","value":"10.1.53.5","createdIndex":12,"modifiedIndex":57},"prevNode":{"key":"/services/couchbase/1","value":"10.1.1.2","createdIndex":12,"modifiedIndex":12}}
-//! {"action":"delete","revision":60,"node":{"key":"/services/couchbase/1","modifiedIndex":60},"prevNode":{…}}
+//! {"action":"delete","revision":60,"node":{"key":"/services/couchbase/1","createdIndex":12,"modifiedIndex":60},"prevNode":{…}}
 //! ```
 //!
+//! Every field path etcd's own v2 API returns for these operations is
+//! there, with the same JSON type (`tests/tests/v2_parity.rs` checks this
+//! against a real `etcd --enable-v2`); the index values are v3's:
 //! * `createdIndex` / `modifiedIndex` are etcd v3's create and mod revisions.
+//! * v3 has no directories, so the `get` directory node's `createdIndex` is
+//!   the smallest `createdIndex` among its nodes and its `modifiedIndex` the
+//!   largest `modifiedIndex` (both 0 when it is empty).
+//! * A `delete` node's `createdIndex` is the deleted key's (from `prevNode`);
+//!   0 in the one case discover never saw the key alive.
 //! * `nodes` is sorted by key, and present (possibly empty) on every `get`.
 //! * `prevNode` is absent when the key was new.
 //! * A value that is not UTF-8 is given as `valueBase64` instead of `value`
@@ -78,7 +86,7 @@ fn node(n: &Node, with_value: bool, ttl: Option<u64>) -> JsonNode<'_> {
         value,
         value_b64,
         nodes: None,
-        created: (with_value || n.create_revision() > 0).then_some(n.create_revision()),
+        created: Some(n.create_revision()),
         modified: Some(n.mod_revision()),
         ttl,
     }
@@ -87,7 +95,9 @@ fn node(n: &Node, with_value: bool, ttl: Option<u64>) -> JsonNode<'_> {
 /// The `get` line for a snapshot. `ttl(node)` gives the seconds left on a
 /// node's lease when `--ttl` was asked for.
 pub fn get_line(snap: &Snapshot, ttl: &dyn Fn(&Node) -> Option<u64>) -> String {
-    let nodes = snap.nodes().iter().map(|n| node(n, true, ttl(n))).collect();
+    let nodes: Vec<JsonNode<'_>> = snap.nodes().iter().map(|n| node(n, true, ttl(n))).collect();
+    let created = snap.nodes().iter().map(Node::create_revision).min();
+    let modified = snap.nodes().iter().map(Node::mod_revision).max();
     let env = Envelope {
         action: "get",
         revision: snap.revision(),
@@ -98,8 +108,8 @@ pub fn get_line(snap: &Snapshot, ttl: &dyn Fn(&Node) -> Option<u64>) -> String {
             value: None,
             value_b64: None,
             nodes: Some(nodes),
-            created: None,
-            modified: None,
+            created: Some(created.unwrap_or(0)),
+            modified: Some(modified.unwrap_or(0)),
             ttl: None,
         },
         prev: None,
@@ -113,14 +123,25 @@ pub fn get_line(snap: &Snapshot, ttl: &dyn Fn(&Node) -> Option<u64>) -> String {
 #[cfg(test)]
 fn event_line_serde(e: &Event) -> String {
     let is_delete = e.action() == discovery::Action::Delete;
+    let mut n = node(e.node(), !is_delete, None);
+    n.created = Some(created_index(e));
     let env = Envelope {
         action: e.action().as_str(),
         revision: e.revision(),
-        node: node(e.node(), !is_delete, None),
+        node: n,
         prev: e.prev().map(|p| node(p, true, None)),
         resync: e.is_resync(),
     };
     to_line(&env)
+}
+
+/// The event node's `createdIndex`. A v3 delete event carries no create
+/// revision; etcd's v2 API gives the deleted node's, which is `prevNode`'s.
+fn created_index(e: &Event) -> i64 {
+    match (e.node().create_revision(), e.prev()) {
+        (0, Some(p)) => p.create_revision(),
+        (c, _) => c,
+    }
 }
 
 /// Append the line for one event, with its newline, to `out`.
@@ -136,10 +157,15 @@ pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"\",\"revision\":");
     push_int(out, e.revision());
     out.extend_from_slice(b",\"node\":");
-    push_node(out, e.node(), e.action() != discovery::Action::Delete);
+    push_node(
+        out,
+        e.node(),
+        e.action() != discovery::Action::Delete,
+        created_index(e),
+    );
     if let Some(p) = e.prev() {
         out.extend_from_slice(b",\"prevNode\":");
-        push_node(out, p, true);
+        push_node(out, p, true, p.create_revision());
     }
     if e.is_resync() {
         out.extend_from_slice(b",\"resync\":true");
@@ -148,17 +174,15 @@ pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
 }
 
 /// A node of an event line: the fields [`node`] gives serde, in its order.
-fn push_node(out: &mut Vec<u8>, n: &Node, with_value: bool) {
+fn push_node(out: &mut Vec<u8>, n: &Node, with_value: bool, created: i64) {
     out.push(b'{');
     push_text_or_b64(out, "key", n.key());
     if with_value {
         out.push(b',');
         push_text_or_b64(out, "value", n.value());
     }
-    if with_value || n.create_revision() > 0 {
-        out.extend_from_slice(b",\"createdIndex\":");
-        push_int(out, n.create_revision());
-    }
+    out.extend_from_slice(b",\"createdIndex\":");
+    push_int(out, created);
     out.extend_from_slice(b",\"modifiedIndex\":");
     push_int(out, n.mod_revision());
     out.push(b'}');

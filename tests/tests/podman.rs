@@ -1,0 +1,144 @@
+//! sidekick against Podman's Docker-compatible API (`podman system service`
+//! on a socket of the test's own), driven by the real `podman` CLI, each
+//! behaviour checked through an independent raw etcd watch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use harness::docker::unique_name;
+use harness::podman::Podman;
+use harness::proc::{Proc, sidekick};
+use harness::{Docker, Etcd, RawWatch, unique_prefix};
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+/// Registers the container's podman-network address; `podman stop` removes
+/// the key; `podman start` registers the address it has then; SIGTERM
+/// revokes.
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_withdraws_on_podman_stop_and_registers_again_on_podman_start() {
+    let etcd = Etcd::single().await;
+    // The image is built for Docker first, then loaded into podman.
+    Docker::connect().await;
+    let podman = Podman::start().await;
+    let c = podman.run(&unique_name("pod-core"), &["tcp:11211"]);
+    let ip = c.ip().expect("a running podman container has an address");
+    assert!(
+        ip.starts_with("10.88."),
+        "{ip} is on podman's default network"
+    );
+
+    let key = format!("{}/1", unique_prefix("podman"));
+    let raw = RawWatch::start(&etcd, &key).await;
+    let mut cmd = sidekick(
+        &etcd,
+        &["--key", &key, "--container", c.name(), "--ttl", "3"],
+    );
+    cmd.env("DOCKER_HOST", podman.docker_host());
+    let mut p = Proc::spawn(cmd);
+    let put = raw
+        .wait_for(
+            Duration::from_secs(15),
+            "the registration through podman",
+            |e| e.put,
+        )
+        .await;
+    assert_eq!(put.value_str(), ip, "{}", p.dump());
+
+    // podman stop: the key goes (podman emits no early event, so it goes at
+    // `die`: at most the stop timeout after the stop; see the README).
+    c.stop(1);
+    let del = raw
+        .wait_for(
+            Duration::from_secs(15),
+            "the key removed after podman stop",
+            |e| !e.put,
+        )
+        .await;
+
+    // podman start: the address it has now is registered.
+    c.start();
+    let new_ip = c.ip().expect("address after podman start");
+    let put = raw
+        .wait_for(
+            Duration::from_secs(15),
+            "the registration after podman start",
+            |e| e.put && e.revision > del.revision,
+        )
+        .await;
+    assert_eq!(put.value_str(), new_ip, "{}\n{}", p.dump(), podman.log());
+
+    // SIGTERM revokes the lease: the key goes at once.
+    p.signal(Signal::SIGTERM);
+    raw.wait_for(Duration::from_secs(10), "the key revoked on SIGTERM", |e| {
+        !e.put && e.revision > put.revision
+    })
+    .await;
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.dump());
+}
+
+/// Podman emits no event when a stop begins (Docker emits `kill` at once):
+/// a container whose PID 1 ignores SIGTERM sends nothing until `die`, after
+/// the whole stop timeout. Its inspect says `"Status": "stopping"` meanwhile,
+/// and sidekick's every-interval inspect acts on that: the key goes within
+/// about one interval of the stop, long before the 10 s timeout runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_inspect() {
+    let etcd = Etcd::single().await;
+    Docker::connect().await;
+    let podman = Podman::start().await;
+    // `sleep` as PID 1 has no SIGTERM handler, so the kernel ignores SIGTERM.
+    let c = podman.run_with(
+        &unique_name("pod-stubborn"),
+        &["--entrypoint", "/bin/sleep"],
+        &["100000"],
+    );
+    let ip = c.ip().expect("address");
+    let key = format!("{}/1", unique_prefix("podman-stubborn"));
+    let raw = RawWatch::start(&etcd, &key).await;
+    let mut cmd = sidekick(
+        &etcd,
+        &[
+            "--key",
+            &key,
+            "--container",
+            c.name(),
+            "--ttl",
+            "6",
+            "--interval",
+            "1s",
+        ],
+    );
+    cmd.env("DOCKER_HOST", podman.docker_host());
+    let p = Proc::spawn(cmd);
+    let put = raw
+        .wait_for(Duration::from_secs(15), "the registration", |e| e.put)
+        .await;
+    assert_eq!(put.value_str(), ip);
+
+    let stopped_at = Instant::now();
+    let mut stop = c.stop_in_background(10);
+    let del = raw
+        .wait_for(
+            Duration::from_secs(15),
+            "the key removed while podman stop waits",
+            |e| !e.put,
+        )
+        .await;
+    let took = del.at.duration_since(stopped_at);
+    let stop_done = stop.try_wait().expect("podman stop status");
+    eprintln!("key removed {took:?} after podman stop -t 10 (interval 1 s)");
+    assert!(
+        stop_done.is_none() && took < Duration::from_secs(8),
+        "the key went {took:?} after podman stop -t 10, with the stop {}: \
+         it should go at the next inspect (interval 1 s), before the container dies\n{}",
+        if stop_done.is_some() {
+            "finished"
+        } else {
+            "still waiting"
+        },
+        p.dump()
+    );
+    let _ = stop.wait();
+}
