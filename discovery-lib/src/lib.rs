@@ -60,6 +60,7 @@ mod duration;
 mod error;
 mod key;
 mod kv;
+mod lease_group;
 mod members;
 mod node;
 mod pool;
@@ -73,6 +74,7 @@ pub use connect::{Client, ConnectOptions, DEFAULT_ENDPOINT, Password};
 pub use duration::parse_duration;
 pub use error::{Error, RequestError, Result};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
+pub use lease_group::{GroupState, LeaseGroup};
 pub use members::Membership;
 pub use node::{Action, Event, LeaseId, Node, Snapshot, WatchMessage};
 pub use register::{
