@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod docker;
 pub mod etcd;
+pub mod host_agent;
 pub mod notify;
 pub mod pki;
 pub mod proc;

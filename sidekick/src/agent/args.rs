@@ -52,6 +52,15 @@ pub struct Args {
     )]
     pub prefix: String,
 
+    /// With --all: consider only containers carrying this label (KEY or KEY=VALUE), to run several agents on one host
+    #[arg(
+        long,
+        env = "SIDEKICK_ONLY_LABEL",
+        value_name = "KEY[=VALUE]",
+        requires = "all"
+    )]
+    pub only_label: Option<String>,
+
     /// Lease TTL: how long the key outlives a sidekick that stops heart-beating (8, 8s, 1m)
     #[arg(
         long,
@@ -169,6 +178,8 @@ pub enum Mode {
         prefix: String,
         /// Where addresses come from (a container's labels may name a network).
         address: Address,
+        /// `--only-label`: a label key, and the value it must have.
+        only: Option<(String, Option<String>)>,
     },
 }
 
@@ -247,9 +258,20 @@ impl Args {
                         "--port, --json-value and --require-healthy apply to one container; with --all use the labels discovery.port, discovery.value and discovery.require-healthy",
                     ));
                 }
+                let only = match self.only_label.as_deref().map(str::trim) {
+                    None => None,
+                    Some("") => {
+                        return Err(usage("--only-label: give a label key, or KEY=VALUE"));
+                    }
+                    Some(l) => Some(match l.split_once('=') {
+                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                        None => (l.to_owned(), None),
+                    }),
+                };
                 Mode::Host {
                     prefix: self.prefix.trim_end_matches('/').to_owned(),
                     address,
+                    only,
                 }
             }
             (Some(key), Some(c), None, false) => {

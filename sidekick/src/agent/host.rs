@@ -39,6 +39,8 @@ pub(crate) struct HostConfig {
     pub prefix: String,
     /// `--address`, `--host-ip`.
     pub address: Address,
+    /// `--only-label`.
+    pub only: Option<(String, Option<String>)>,
     /// TTL and keep-alive interval of the host lease.
     pub register: RegisterOptions,
     /// `--resync`.
@@ -412,7 +414,14 @@ impl HostAgent {
             &self.cfg.prefix,
             &self.cfg.hostname,
         );
-        if !w.opted_in() {
+        let selected = match &self.cfg.only {
+            None => true,
+            Some((k, v)) => view
+                .labels
+                .get(k)
+                .is_some_and(|have| v.as_ref().is_none_or(|v| v == have)),
+        };
+        if !selected || !w.opted_in() {
             self.forget(id);
             self.ignored.insert(id.to_owned(), String::new());
             return Ok(true);

@@ -105,6 +105,7 @@ enum Work {
     Host {
         prefix: String,
         address: Address,
+        only: Option<(String, Option<String>)>,
         docker: DockerConn,
     },
 }
@@ -137,9 +138,14 @@ pub async fn run(
             },
             docker: DockerConn::from_env()?,
         },
-        Mode::Host { prefix, address } => Work::Host {
+        Mode::Host {
             prefix,
             address,
+            only,
+        } => Work::Host {
+            prefix,
+            address,
+            only,
             docker: DockerConn::from_env()?,
         },
     };
@@ -167,6 +173,7 @@ pub async fn run(
         Work::Host {
             prefix,
             address,
+            only,
             docker,
         } => {
             let host = host::HostAgent::new(
@@ -175,6 +182,7 @@ pub async fn run(
                 host::HostConfig {
                     prefix,
                     address,
+                    only,
                     register: plan.register,
                     resync: plan.resync,
                     hostname: format.host,
