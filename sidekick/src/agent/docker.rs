@@ -97,6 +97,30 @@ impl DockerConn {
         }
     }
 
+    /// An inspect that does not borrow the connection, so that several can
+    /// be in flight (host mode: one slow inspect must not hold up another
+    /// container's delete). A failure resets nothing here: the caller
+    /// calls [`DockerConn::reset`].
+    pub async fn inspect_later(
+        &mut self,
+        name: &str,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Option<ContainerView>, DockerError>> + use<>,
+        DockerError,
+    > {
+        let api = self.api().await?;
+        let (host, name) = (self.host.clone(), name.to_owned());
+        Ok(async move {
+            match api.inspect_container(&name, None).await {
+                Ok(c) => Ok(Some(view(c))),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(classify(&host, e)),
+            }
+        })
+    }
+
     /// Container and network events from `since` (Docker's `timeNano`
     /// of the last event seen, or now). The stream ends when the daemon
     /// restarts; the caller resubscribes from the last event and reconciles.

@@ -14,16 +14,20 @@
 //! last inspect saw.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use discovery::{Backoff, Client, GroupState, LeaseGroup, RegisterOptions};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::args::Address;
-use super::decide::{Decision, EventMeaning, ValueFormat, decide, meaning};
+use super::decide::{ContainerView, Decision, EventMeaning, ValueFormat, decide, meaning};
 use super::docker::{DockerConn, DockerError, DockerEvent};
 use super::follow::{Events, next_event};
 use super::labels::wanted;
@@ -31,6 +35,9 @@ use super::notify::Notifier;
 use super::{Control, DRAIN_LIMIT, SINCE_MARGIN, now_nanos};
 use crate::common::exit::{chain_text, usage};
 use crate::common::metrics::Metrics;
+
+type Inspect =
+    Pin<Box<dyn Future<Output = (String, u64, Result<Option<ContainerView>, DockerError>)> + Send>>;
 
 /// What host mode needs from the command line.
 #[derive(Debug, Clone)]
@@ -99,6 +106,11 @@ pub(crate) struct HostAgent {
     fresh_after: i64,
     /// A request found Docker unreachable: drop the event stream too.
     docker_failed: bool,
+    /// Inspects in flight, each with its container id and sequence number.
+    inflight: FuturesUnordered<Inspect>,
+    /// The latest inspect asked for, per container: an older one that
+    /// completes later is dropped.
+    inspect_seq: HashMap<String, u64>,
     /// What STATUS= last said.
     status: String,
     /// The last problems logged per container, to log each once.
@@ -126,6 +138,8 @@ impl HostAgent {
             since: None,
             fresh_after: 0,
             docker_failed: false,
+            inflight: FuturesUnordered::new(),
+            inspect_seq: HashMap::new(),
             status: String::new(),
             logged: HashMap::new(),
         }
@@ -223,6 +237,20 @@ impl HostAgent {
                         resubscribe_at = Instant::now() + backoff.next_delay();
                     }
                 },
+                Some((id, seq, r)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if self.inspect_seq.get(&id) == Some(&seq) {
+                        self.inspect_seq.remove(&id);
+                        match r {
+                            Ok(view) => self.apply(&id, view),
+                            Err(DockerError::Refused(m)) => return Err(usage(m)),
+                            Err(e) => {
+                                self.docker.reset();
+                                self.docker_down(&e);
+                            }
+                        }
+                        self.publish();
+                    }
+                }
                 r = changed(&mut group_state) => {
                     if !r {
                         return Err(anyhow::anyhow!("the lease group stopped unexpectedly; nothing keeps the lease alive"));
@@ -250,9 +278,8 @@ impl HostAgent {
                         if let Some(t) = self.tracked.get_mut(&id) {
                             t.draining = None;
                         }
-                        self.inspect(&id).await?;
+                        self.inspect_soon(&id).await?;
                     }
-                    self.publish();
                 }
                 _ = tokio::time::sleep_until(resubscribe_at), if events.is_none() => {}
                 _ = watchdog.tick(), if period.is_some() => {
@@ -363,6 +390,11 @@ impl HostAgent {
                 }
                 self.publish();
             }
+            // Not tracked, but an inspect is in flight (it started a moment
+            // ago): that inspect may predate the stop, so look again.
+            EventMeaning::Down if self.inspect_seq.contains_key(id) => {
+                self.inspect_soon(id).await?;
+            }
             EventMeaning::Down => {}
             // An untracked container matters on start (it may have just
             // been created with labels, or with SERVICE_* in its
@@ -377,8 +409,7 @@ impl HostAgent {
                     t.fingerprint.clear();
                 }
                 self.ignored.remove(id);
-                self.inspect(id).await?;
-                self.publish();
+                self.inspect_soon(id).await?;
             }
             EventMeaning::Up | EventMeaning::Recheck => {}
         }
@@ -393,9 +424,31 @@ impl HostAgent {
         self.conflicts.remove(id);
     }
 
-    /// Inspect one container and record what it wants. Returns whether
-    /// Docker answered.
+    /// Start an inspect of `id` without waiting for it: its result is
+    /// applied when it comes, unless a newer one was asked for meanwhile.
+    async fn inspect_soon(&mut self, id: &str) -> anyhow::Result<()> {
+        match self.docker.inspect_later(id).await {
+            Ok(fut) => {
+                let seq = self.inspect_seq.entry(id.to_owned()).or_default();
+                *seq += 1;
+                let (id, seq) = (id.to_owned(), *seq);
+                self.inflight
+                    .push(Box::pin(async move { (id, seq, fut.await) }));
+                Ok(())
+            }
+            Err(DockerError::Refused(m)) => Err(usage(m)),
+            Err(e) => {
+                self.docker_down(&e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Inspect one container now and record what it wants. Returns
+    /// whether Docker answered.
     async fn inspect(&mut self, id: &str) -> anyhow::Result<bool> {
+        // Supersedes any inspect in flight for it.
+        self.inspect_seq.remove(id);
         let view = match self.docker.inspect(id).await {
             Ok(v) => v,
             Err(DockerError::Refused(m)) => return Err(usage(m)),
@@ -404,9 +457,15 @@ impl HostAgent {
                 return Ok(false);
             }
         };
+        self.apply(id, view);
+        Ok(true)
+    }
+
+    /// Record what an inspect of `id` says the container wants.
+    fn apply(&mut self, id: &str, view: Option<ContainerView>) {
         let Some(view) = view else {
             self.forget(id);
-            return Ok(true);
+            return;
         };
         let w = wanted(
             &view,
@@ -424,7 +483,7 @@ impl HostAgent {
         if !selected || !w.opted_in() {
             self.forget(id);
             self.ignored.insert(id.to_owned(), String::new());
-            return Ok(true);
+            return;
         }
         let t = self.tracked.entry(id.to_owned()).or_default();
         t.name = view.name.clone();
@@ -457,7 +516,6 @@ impl HostAgent {
         if !t.problems.is_empty() {
             t.wants.clear();
         }
-        Ok(true)
     }
 
     /// Decide who holds each key and hand the result to the lease group.
