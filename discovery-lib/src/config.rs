@@ -7,7 +7,6 @@
 //!   A value that is valid JSON is taken as JSON, anything else as a string.
 //! * one key holding a whole JSON document: `/config/web = {"port": 3000}`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -15,11 +14,12 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::connect::Client;
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::key::Prefix;
-use crate::node::{Action, WatchMessage};
-use crate::watch::{WatchHandle, WatchOptions};
+use crate::node::WatchMessage;
+use crate::state::{Applied, PrefixState};
+use crate::watch::{Scope, WatchHandle, WatchOptions};
 
 /// Options for [`Client::config_with`].
 #[derive(Clone, Debug, Default)]
@@ -92,125 +92,81 @@ impl<T> ConfigWatch<T> {
     }
 }
 
-impl Client {
-    /// Follow the configuration under `prefix` as a `T`.
-    ///
-    /// Returns once the current configuration has been read; fails if it
-    /// does not deserialize. Later updates that do not deserialize keep the
-    /// last good value and are reported through [`ConfigWatch::next_error`]
-    /// and a `warn!`. All keys written in one transaction apply together.
-    ///
-    /// ```no_run
-    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
-    /// #[derive(serde::Deserialize, Debug)]
-    /// struct Web { port: u16, greeting: String }
-    /// let cfg = client.config::<Web>("/config/web").await?;
-    /// let mut values = cfg.values();
-    /// loop {
-    ///     println!("config: {:?}", values.borrow_and_update());
-    ///     if values.changed().await.is_err() { break }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn config<T>(&self, prefix: &str) -> Result<ConfigWatch<T>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        self.config_with(prefix, ConfigOptions::new(), |_: &T| Ok(()))
-            .await
-    }
-
-    /// [`Client::config`] with options and a validation step: an update
-    /// that deserializes but fails `validate` is rejected the same way.
-    pub async fn config_with<T, V>(
-        &self,
-        prefix: &str,
-        options: ConfigOptions,
-        validate: V,
-    ) -> Result<ConfigWatch<T>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-        V: Fn(&T) -> std::result::Result<(), String> + Send + 'static,
-    {
-        let mut wopts = WatchOptions::new().with_progress_marks(true);
-        wopts.include_self = true;
-        let (handle, mut stream) = self.watch_prefix(prefix, wopts)?;
-        let prefix = handle.prefix().clone();
-        let snapshot = match stream.recv().await {
-            Some(Ok(WatchMessage::Snapshot(s))) => s,
-            Some(Err(e)) => return Err(e),
-            _ => return Err(Error::Stopped("config watch")),
-        };
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = snapshot
-            .nodes
-            .into_iter()
-            .map(|n| (n.key.to_vec(), n.value.to_vec()))
-            .collect();
-        let raw = options.raw_values;
-        let (first, mut last_doc) = decode::<T, V>(&prefix, &entries, raw, &validate)?;
-        let (tx, rx) = watch::channel(Arc::new(first));
-        let (err_tx, err_rx) = mpsc::channel(16);
-        let task_prefix = prefix.clone();
-        tokio::spawn(async move {
-            let prefix = task_prefix;
-            let mut dirty = false;
-            loop {
-                let msg = tokio::select! {
-                    // Nobody is left to read the configuration.
-                    _ = tx.closed() => break,
-                    m = stream.recv() => match m {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
-                match msg {
-                    Ok(WatchMessage::Event(e)) => {
-                        if e.action == Action::Update {
-                            continue;
-                        }
-                        dirty = true;
-                        if e.action == Action::Delete {
-                            entries.remove(e.node.key.as_ref());
-                        } else {
-                            entries.insert(e.node.key.to_vec(), e.node.value.to_vec());
-                        }
-                    }
-                    Ok(WatchMessage::Progress { revision }) if dirty => {
-                        dirty = false;
-                        match decode::<T, V>(&prefix, &entries, raw, &validate) {
-                            Ok((value, doc)) => {
-                                if doc != last_doc {
-                                    info!(prefix = %prefix, revision, "config updated");
-                                    last_doc = doc;
-                                    tx.send_replace(Arc::new(value));
-                                }
-                            }
-                            Err(e) => {
-                                warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
-                                let _ = err_tx.try_send(e);
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(prefix = %prefix, error = %e, "config watch failed");
-                        let _ = err_tx.try_send(e);
-                        break;
+/// [`Client::config_with`].
+pub(crate) async fn follow<T, V>(
+    client: &Client,
+    prefix: &str,
+    options: ConfigOptions,
+    validate: V,
+) -> Result<ConfigWatch<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    V: Fn(&T) -> std::result::Result<(), String> + Send + 'static,
+{
+    let mut wopts = WatchOptions::new().with_progress_marks(true);
+    wopts.scope = Scope::SelfAndDir;
+    let (handle, mut stream) = client.watch_prefix(prefix, wopts)?;
+    let prefix = handle.prefix().clone();
+    let mut state = PrefixState::new();
+    state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
+    state.take_changed();
+    let raw = options.raw_values;
+    let (first, mut last_doc) = decode::<T, V>(&prefix, &state, raw, &validate)?;
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let (err_tx, err_rx) = mpsc::channel(16);
+    let task_prefix = prefix.clone();
+    tokio::spawn(async move {
+        let prefix = task_prefix;
+        loop {
+            let msg = tokio::select! {
+                // Nobody is left to read the configuration.
+                _ = tx.closed() => break,
+                m = stream.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(prefix = %prefix, error = %e, "config watch failed");
+                    let _ = err_tx.try_send(e);
+                    break;
+                }
+            };
+            // All keys of one transaction apply together, at the
+            // progress mark that ends it.
+            let Applied::Progress(revision) = state.apply(&msg) else {
+                continue;
+            };
+            if !state.take_changed() {
+                continue;
+            }
+            match decode::<T, V>(&prefix, &state, raw, &validate) {
+                Ok((value, doc)) => {
+                    if doc != last_doc {
+                        info!(prefix = %prefix, revision, "config updated");
+                        last_doc = doc;
+                        tx.send_replace(Arc::new(value));
                     }
                 }
+                Err(e) => {
+                    warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
+                    let _ = err_tx.try_send(e);
+                }
             }
-        });
-        Ok(ConfigWatch {
-            values: rx,
-            errors: err_rx,
-            handle,
-        })
-    }
+        }
+    });
+    Ok(ConfigWatch {
+        values: rx,
+        errors: err_rx,
+        handle,
+    })
 }
 
 fn decode<T, V>(
     prefix: &Prefix,
-    entries: &BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: &PrefixState,
     raw: bool,
     validate: &V,
 ) -> Result<(T, Value)>
@@ -232,7 +188,7 @@ where
 /// Assemble the JSON document that the keys under `prefix` describe.
 pub(crate) fn build_document(
     prefix: &Prefix,
-    entries: &BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: &PrefixState,
     raw: bool,
 ) -> std::result::Result<Value, String> {
     let text = |k: &[u8], v: &[u8]| -> std::result::Result<String, String> {
@@ -240,6 +196,7 @@ pub(crate) fn build_document(
             .map_err(|_| format!("the value of {} is not UTF-8", String::from_utf8_lossy(k)))
     };
     if let Some(doc) = entries.get(prefix.as_str().as_bytes()) {
+        let doc = doc.value();
         if entries.len() > 1 {
             return Err(format!(
                 "{prefix} holds a document and there are keys under {}; use one form or the other",
@@ -252,7 +209,8 @@ pub(crate) fn build_document(
     }
     let dir = prefix.dir();
     let mut root = Map::new();
-    for (k, v) in entries {
+    for n in entries.nodes() {
+        let (k, v) = (n.key(), n.value());
         let key = String::from_utf8_lossy(k);
         let Some(rel) = key.strip_prefix(dir.as_str()) else {
             continue;
@@ -296,11 +254,25 @@ pub(crate) fn build_document(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Node, Snapshot};
 
-    fn entries(kv: &[(&str, &str)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        kv.iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
+    fn entries(kv: &[(&[u8], &[u8])]) -> PrefixState {
+        let nodes = kv
+            .iter()
+            .map(|(k, v)| Node::new(*k, *v, 1, 1, None))
+            .collect();
+        let snap = Snapshot::new(Prefix::new("/config").unwrap(), 1, nodes, false);
+        let mut state = PrefixState::new();
+        state.apply(&WatchMessage::Snapshot(snap));
+        state
+    }
+
+    fn text(kv: &[(&'static str, &'static str)]) -> PrefixState {
+        let kv: Vec<(&[u8], &[u8])> = kv
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        entries(&kv)
     }
 
     #[test]
@@ -308,7 +280,7 @@ mod tests {
         let p = Prefix::new("/config/web").unwrap();
         let doc = build_document(
             &p,
-            &entries(&[
+            &text(&[
                 ("/config/web/port", "3000"),
                 ("/config/web/name", "front"),
                 ("/config/web/db/host", "db1"),
@@ -321,14 +293,14 @@ mod tests {
             doc,
             serde_json::json!({"port": 3000, "name": "front", "db": {"host": "db1", "tls": true}})
         );
-        let raw = build_document(&p, &entries(&[("/config/web/port", "3000")]), true).unwrap();
+        let raw = build_document(&p, &text(&[("/config/web/port", "3000")]), true).unwrap();
         assert_eq!(raw, serde_json::json!({"port": "3000"}));
     }
 
     #[test]
     fn document_form_and_conflicts() {
         let p = Prefix::new("/config/web").unwrap();
-        let doc = build_document(&p, &entries(&[("/config/web", r#"{"port":1}"#)]), false).unwrap();
+        let doc = build_document(&p, &text(&[("/config/web", r#"{"port":1}"#)]), false).unwrap();
         assert_eq!(doc, serde_json::json!({"port": 1}));
         for (kv, why) in [
             (
@@ -341,11 +313,10 @@ mod tests {
                 "cannot nest",
             ),
         ] {
-            let e = build_document(&p, &entries(&kv), false).unwrap_err();
+            let e = build_document(&p, &text(&kv), false).unwrap_err();
             assert!(e.contains(why), "{kv:?}: {e}");
         }
-        let mut bin = BTreeMap::new();
-        bin.insert(b"/config/web/k".to_vec(), vec![0xff, 0xfe]);
+        let bin = entries(&[(b"/config/web/k", &[0xff, 0xfe])]);
         assert!(
             build_document(&p, &bin, false)
                 .unwrap_err()

@@ -39,6 +39,9 @@
 //!   written again) and [`Action::Delete`]. It resumes from the last
 //!   revision after any disconnect (no loss, no duplicate) and resyncs with
 //!   a diff after compaction.
+//! * [`PrefixState`]: the one fold from a watch's snapshot and events
+//!   into the current keys of a prefix; membership, config and the tools
+//!   all keep their state with it.
 //! * [`Client::members`]: a live ordered map of a prefix, changing only on
 //!   set and delete.
 //! * [`Client::register`]: a key kept alive under a lease (keep-alives are
@@ -54,25 +57,27 @@
 //! logs through `tracing` and leaves both to the binary.
 #![deny(missing_docs)]
 
+mod client;
 mod config;
 mod connect;
 mod duration;
 mod error;
 mod key;
-mod kv;
 mod lease_group;
 mod members;
 mod node;
 mod pool;
 mod register;
 mod retry;
+mod state;
 mod tls_probe;
 mod watch;
 
+pub use client::Client;
 pub use config::{ConfigOptions, ConfigWatch};
-pub use connect::{Client, ConnectOptions, DEFAULT_ENDPOINT, Password};
+pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password};
 pub use duration::parse_duration;
-pub use error::{Error, RequestError, Result};
+pub use error::{Error, RequestError, Result, error_chain};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
 pub use lease_group::{GroupState, LeaseGroup};
 pub use members::Membership;
@@ -81,4 +86,5 @@ pub use register::{
     MAX_TTL, MIN_INTERVAL, MIN_TTL, RegisterOptions, Registration, RegistrationState,
 };
 pub use retry::Backoff;
+pub use state::{Applied, PrefixState};
 pub use watch::{WatchHandle, WatchOptions, WatchStatus, WatchStream};

@@ -33,7 +33,7 @@ use super::follow::{Events, next_event};
 use super::labels::wanted;
 use super::notify::Notifier;
 use super::{Control, DRAIN_LIMIT, SINCE_MARGIN, now_nanos};
-use crate::common::exit::{chain_text, usage};
+use crate::common::exit::usage;
 use crate::common::metrics::Metrics;
 
 type Inspect =
@@ -225,7 +225,7 @@ impl HostAgent {
                         self.on_event(&e).await?;
                     }
                     Some(Err(e)) => {
-                        warn!(error = %chain_text(&e), "Docker event stream failed; resubscribing");
+                        warn!(error = %discovery::error_chain(&e), "Docker event stream failed; resubscribing");
                         events = None;
                         self.docker.reset();
                         resubscribe_at = Instant::now() + backoff.next_delay();
