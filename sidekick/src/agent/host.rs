@@ -111,6 +111,9 @@ pub(crate) struct HostAgent {
     /// The latest inspect asked for, per container: an older one that
     /// completes later is dropped.
     inspect_seq: HashMap<String, u64>,
+    /// `docker ps` fingerprints of containers a resync is inspecting,
+    /// noted when their inspect applies.
+    resync_fp: HashMap<String, String>,
     /// What STATUS= last said.
     status: String,
     /// The last problems logged per container, to log each once.
@@ -140,6 +143,7 @@ impl HostAgent {
             docker_failed: false,
             inflight: FuturesUnordered::new(),
             inspect_seq: HashMap::new(),
+            resync_fp: HashMap::new(),
             status: String::new(),
             logged: HashMap::new(),
         }
@@ -241,7 +245,16 @@ impl HostAgent {
                     if self.inspect_seq.get(&id) == Some(&seq) {
                         self.inspect_seq.remove(&id);
                         match r {
-                            Ok(view) => self.apply(&id, view),
+                            Ok(view) => {
+                                self.apply(&id, view);
+                                if let Some(fp) = self.resync_fp.remove(&id) {
+                                    if let Some(t) = self.tracked.get_mut(&id) {
+                                        t.fingerprint = fp;
+                                    } else if let Some(f) = self.ignored.get_mut(&id) {
+                                        *f = fp;
+                                    }
+                                }
+                            }
                             Err(DockerError::Refused(m)) => return Err(usage(m)),
                             Err(e) => {
                                 self.docker.reset();
@@ -346,6 +359,16 @@ impl HostAgent {
         self.ignored.retain(|id, _| running.contains_key(id));
         let n = to_inspect.len();
         for id in to_inspect {
+            if self.group.is_some() {
+                // Running: never block the event loop on a resync (a
+                // hundred inspects on a busy engine take seconds, and a
+                // stop meanwhile must still be a delete within
+                // milliseconds). The fingerprint is noted when it applies.
+                let fp = running.get(&id).cloned().unwrap_or_default();
+                self.resync_fp.insert(id.clone(), fp);
+                self.inspect_soon(&id).await?;
+                continue;
+            }
             if !self.inspect(&id).await? {
                 return Ok(false);
             }

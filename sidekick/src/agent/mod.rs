@@ -165,8 +165,9 @@ pub async fn run(
     };
 
     info!(endpoints = %connect.endpoints().join(","), "connecting to etcd");
+    // With STATUS=, the watchdog and a bounded READY=1 while etcd does not answer.
     let client = tokio::select! {
-        r = connect.connect_retrying() => r.context("cannot use etcd")?,
+        r = notify::connect(&connect) => r.context("cannot use etcd")?,
         _ = ctl.shutdown.cancelled() => return Ok(()),
     };
     let (key, reg, outcome) = match work {
