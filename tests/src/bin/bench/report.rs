@@ -464,7 +464,7 @@ pub fn render_p8(p: &P8) -> String {
     let _ = writeln!(
         o,
         "RSS: the agent {} MiB (max); the single sidekicks {} MiB together (median). Start-up: every key in etcd {} ms after the agent \
-         was spawned. Churn: {} stop/start commands over {:.1} s from 8 concurrent workers through the docker CLI; {} stops timed from the \
+         was spawned. Churn: {} stop/start commands over {:.1} s from 8 concurrent workers through the Docker API; {} stops timed from the \
          `docker stop` call to the delete seen by a raw watch.\n",
         num(Summary::of(&p.rss_agent).max),
         num(Summary::of(&p.rss_singles).p50),
