@@ -80,6 +80,7 @@ mod duration;
 mod error;
 mod insecure;
 mod key;
+mod lease_group;
 mod members;
 mod node;
 mod pool;
@@ -95,6 +96,7 @@ pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password, Setting};
 pub use duration::parse_duration;
 pub use error::{Error, RequestError, Result, error_chain};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
+pub use lease_group::{GroupState, LeaseGroup};
 pub use members::Membership;
 pub use node::{Action, Event, LeaseId, Node, Snapshot, WatchMessage};
 pub use register::{

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod docker;
 pub mod docker_tls;
 pub mod etcd;
+pub mod host_agent;
 pub mod notify;
 pub mod pki;
 pub mod podman;

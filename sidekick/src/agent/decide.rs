@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+pub use super::args::Address;
+
 /// What the sidekick needs to know about a container, from `docker inspect`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ContainerView {
@@ -25,15 +27,32 @@ pub struct ContainerView {
     pub networks: BTreeMap<String, String>,
     /// `State.Health.Status` when the image or run defines a HEALTHCHECK.
     pub health: Option<String>,
+    /// TCP container port to the host ports Docker publishes it on.
+    pub published: BTreeMap<u16, Vec<u16>>,
+    /// TCP ports the container exposes (`EXPOSE`, `--expose`, `-p`).
+    pub exposed: Vec<u16>,
+    /// The container's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The container's environment (`Config.Env`), for registrator's `SERVICE_*`.
+    pub env: Vec<String>,
+}
+
+/// What a registered value holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// The bare IP.
+    Ip,
+    /// `IP:PORT` (`[IP]:PORT` for IPv6).
+    IpPort,
+    /// `{"ip":…,"port":…,"container":…,"host":…}`.
+    Json,
 }
 
 /// How the registered value is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValueFormat {
-    /// `--port`: the value becomes `IP:PORT`.
-    pub port: Option<u16>,
-    /// `--json-value`: the value becomes a JSON object.
-    pub json: bool,
+    /// What the value holds.
+    pub kind: ValueKind,
     /// The machine's host name, for the JSON form.
     pub host: String,
 }
@@ -47,32 +66,37 @@ struct JsonValue<'a> {
 }
 
 impl ValueFormat {
-    /// The bytes to register for `ip` (and the container's name, if any).
-    /// Deterministic, so the same state always gives the same bytes.
-    pub fn render(&self, ip: &str, container: Option<&str>) -> String {
-        if self.json {
-            let v = JsonValue {
-                ip,
-                port: self.port,
-                container,
-                host: &self.host,
-            };
-            // Serializing plain strings and numbers cannot fail.
-            return serde_json::to_string(&v).unwrap_or_default();
-        }
-        match self.port {
-            Some(p) if ip.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) => format!("[{ip}]:{p}"),
-            Some(p) => format!("{ip}:{p}"),
-            None => ip.to_owned(),
+    /// The bytes to register for `ip` and `port` (and the container's
+    /// name, if any). Deterministic, so the same state always gives the
+    /// same bytes. `IpPort` without a port writes the bare IP.
+    pub fn render(&self, ip: &str, port: Option<u16>, container: Option<&str>) -> String {
+        match (self.kind, port) {
+            (ValueKind::Json, _) => {
+                let v = JsonValue {
+                    ip,
+                    port,
+                    container,
+                    host: &self.host,
+                };
+                // Serializing plain strings and numbers cannot fail.
+                serde_json::to_string(&v).unwrap_or_default()
+            }
+            (ValueKind::IpPort, Some(p)) if ip.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) => {
+                format!("[{ip}]:{p}")
+            }
+            (ValueKind::IpPort, Some(p)) => format!("{ip}:{p}"),
+            (ValueKind::Ip | ValueKind::IpPort, _) => ip.to_owned(),
         }
     }
 }
 
-/// The rules from the command line.
+/// The rules from the command line (or a container's labels).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rules {
-    /// `--network`: which network's address to use.
-    pub network: Option<String>,
+    /// Where the address comes from.
+    pub address: Address,
+    /// The container port registered (`--port`, `discovery.port`).
+    pub port: Option<u16>,
     /// `--require-healthy`.
     pub require_healthy: bool,
 }
@@ -80,11 +104,14 @@ pub struct Rules {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Register this IP.
+    /// Register this IP (and port).
     Register {
         /// The address.
         ip: String,
-        /// The network it is on.
+        /// The port to register: the container port, or the host port it
+        /// is published on.
+        port: Option<u16>,
+        /// The network it is on (`published` for a host binding).
         network: String,
     },
     /// Nothing should be registered now, for this reason.
@@ -135,6 +162,13 @@ pub fn decide(
             }
         }
     }
+    if let Address::Published { host_ip } = &rules.address {
+        return published(view, rules.port, *host_ip);
+    }
+    let network_flag = match &rules.address {
+        Address::Container { network } => network.clone(),
+        Address::Published { .. } => None,
+    };
     let attached = || {
         let names: Vec<&str> = view.networks.keys().map(String::as_str).collect();
         if names.is_empty() {
@@ -143,7 +177,7 @@ pub fn decide(
             names.join(", ")
         }
     };
-    let (network, ip) = match &rules.network {
+    let (network, ip) = match &network_flag {
         Some(wanted) => match view.networks.get(wanted) {
             Some(ip) => (wanted.clone(), ip.clone()),
             None => {
@@ -195,7 +229,40 @@ pub fn decide(
             "container {name:?} has no address on {network:?} yet"
         ));
     }
-    Decision::Register { ip, network }
+    Decision::Register {
+        ip,
+        port: rules.port,
+        network,
+    }
+}
+
+/// `--address published`: the host address and the host port Docker
+/// binds to the container port.
+fn published(view: &ContainerView, port: Option<u16>, host_ip: IpAddr) -> Decision {
+    let name = &view.name;
+    let Some(port) = port else {
+        return Decision::Misconfigured(format!(
+            "container {name:?}: --address published needs the container port to look up (--port, or the discovery.port label)"
+        ));
+    };
+    match view.published.get(&port).and_then(|p| p.first()) {
+        Some(host_port) => Decision::Register {
+            ip: host_ip.to_string(),
+            port: Some(*host_port),
+            network: "published".to_owned(),
+        },
+        None => {
+            let have: Vec<String> = view.published.keys().map(u16::to_string).collect();
+            Decision::Misconfigured(format!(
+                "container {name:?} publishes no host port for {port}/tcp (published: {}); run it with -p HOSTPORT:{port}, or use --address ip",
+                if have.is_empty() {
+                    "none".to_owned()
+                } else {
+                    have.join(", ")
+                }
+            ))
+        }
+    }
 }
 
 /// Docker container events and what they mean for the registration.
@@ -259,7 +326,10 @@ mod tests {
 
     fn rules(network: Option<&str>) -> Rules {
         Rules {
-            network: network.map(str::to_owned),
+            address: Address::Container {
+                network: network.map(str::to_owned),
+            },
+            port: None,
             require_healthy: false,
         }
     }
@@ -268,6 +338,7 @@ mod tests {
     fn default_network_choice() {
         let reg = |ip: &str, net: &str| Decision::Register {
             ip: ip.into(),
+            port: None,
             network: net.into(),
         };
         assert_eq!(
@@ -321,6 +392,7 @@ mod tests {
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
                 ip: "172.17.0.2".into(),
+                port: None,
                 network: "bridge".into()
             }
         );
@@ -330,6 +402,7 @@ mod tests {
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
                 ip: "10.1.0.2".into(),
+                port: None,
                 network: "a".into()
             }
         );
@@ -339,6 +412,7 @@ mod tests {
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
                 ip: "10.2.0.2".into(),
+                port: None,
                 network: "b".into()
             }
         );
@@ -355,6 +429,7 @@ mod tests {
             ),
             Decision::Register {
                 ip: "10.1.0.5".into(),
+                port: None,
                 network: "net1".into()
             }
         );
@@ -396,8 +471,8 @@ mod tests {
     #[test]
     fn health() {
         let strict = Rules {
-            network: None,
             require_healthy: true,
+            ..rules(None)
         };
         let mut v = view(&[("bridge", "172.17.0.2")]);
         assert!(
@@ -424,24 +499,52 @@ mod tests {
 
     #[test]
     fn values() {
-        let f = |port, json| ValueFormat {
-            port,
-            json,
+        let f = |kind| ValueFormat {
+            kind,
             host: "node1".into(),
         };
-        assert_eq!(f(None, false).render("10.1.0.2", Some("m")), "10.1.0.2");
+        use ValueKind::*;
+        assert_eq!(f(Ip).render("10.1.0.2", Some(1), Some("m")), "10.1.0.2");
         assert_eq!(
-            f(Some(11211), false).render("10.1.0.2", Some("m")),
+            f(IpPort).render("10.1.0.2", Some(11211), Some("m")),
             "10.1.0.2:11211"
         );
-        assert_eq!(f(Some(80), false).render("fd00::2", None), "[fd00::2]:80");
+        assert_eq!(f(IpPort).render("fd00::2", Some(80), None), "[fd00::2]:80");
         assert_eq!(
-            f(Some(8091), true).render("10.1.0.2", Some("couchbase-1")),
+            f(Json).render("10.1.0.2", Some(8091), Some("couchbase-1")),
             r#"{"ip":"10.1.0.2","port":8091,"container":"couchbase-1","host":"node1"}"#
         );
         assert_eq!(
-            f(None, true).render("10.1.0.2", None),
+            f(Json).render("10.1.0.2", None, None),
             r#"{"ip":"10.1.0.2","port":null,"container":null,"host":"node1"}"#
+        );
+    }
+
+    #[test]
+    fn published_ports() {
+        let mut v = view(&[("bridge", "172.17.0.2")]);
+        v.published.insert(11211, vec![32768]);
+        let r = |port| Rules {
+            address: Address::Published {
+                host_ip: "192.0.2.1".parse().unwrap(),
+            },
+            port,
+            require_healthy: false,
+        };
+        assert_eq!(
+            decide(&v, &r(Some(11211)), false, None),
+            Decision::Register {
+                ip: "192.0.2.1".into(),
+                port: Some(32768),
+                network: "published".into()
+            }
+        );
+        let Decision::Misconfigured(m) = decide(&v, &r(Some(80)), false, None) else {
+            panic!()
+        };
+        assert!(
+            m.contains("no host port for 80/tcp") && m.contains("-p HOSTPORT:80"),
+            "{m}"
         );
     }
 

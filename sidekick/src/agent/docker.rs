@@ -1,11 +1,11 @@
 //! The Docker API, through bollard: inspect one container, and follow the
 //! events that concern it. The only place that talks to Docker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, HealthStatusEnum};
-use bollard::query_parameters::EventsOptionsBuilder;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures::Stream;
 
 use super::decide::ContainerView;
@@ -114,6 +114,30 @@ impl DockerConn {
                 Err(self.classify(e))
             }
         }
+    }
+
+    /// An inspect that does not borrow the connection, so that several can
+    /// be in flight (host mode: one slow inspect must not hold up another
+    /// container's delete). A failure resets nothing here: the caller
+    /// calls [`DockerConn::reset`].
+    pub async fn inspect_later(
+        &mut self,
+        name: &str,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Option<ContainerView>, DockerError>> + use<>,
+        DockerError,
+    > {
+        let api = self.api().await?;
+        let (host, name) = (self.host.clone(), name.to_owned());
+        Ok(async move {
+            match api.inspect_container(&name, None).await {
+                Ok(c) => Ok(Some(view(c))),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(classify(&host, e)),
+            }
+        })
     }
 
     /// Container and network events from `since` (Docker's `timeNano`
@@ -293,13 +317,43 @@ fn view(c: bollard::models::ContainerInspectResponse) -> ContainerView {
         HealthStatusEnum::STARTING => Some("starting".to_owned()),
         HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
     });
-    let networks = c
-        .network_settings
-        .and_then(|n| n.networks)
+    let settings = c.network_settings.unwrap_or_default();
+    let networks = settings
+        .networks
         .unwrap_or_default()
         .into_iter()
         .map(|(name, ep)| (name, ep.ip_address.unwrap_or_default()))
         .collect();
+    let mut published: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+    for (spec, bindings) in settings.ports.unwrap_or_default() {
+        let Some(port) = spec
+            .strip_suffix("/tcp")
+            .and_then(|p| p.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        let mut hosts: Vec<u16> = bindings
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| b.host_port.as_deref()?.parse().ok())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        if !hosts.is_empty() {
+            published.insert(port, hosts);
+        }
+    }
+    let config = c.config.unwrap_or_default();
+    let mut exposed: Vec<u16> = config
+        .exposed_ports
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.strip_suffix("/tcp")?.parse().ok())
+        .chain(published.keys().copied())
+        .collect();
+    exposed.sort_unstable();
+    exposed.dedup();
     ContainerView {
         id: c.id.unwrap_or_default(),
         name: c
@@ -313,6 +367,75 @@ fn view(c: bollard::models::ContainerInspectResponse) -> ContainerView {
         started_at: state.started_at.unwrap_or_default(),
         networks,
         health,
+        published,
+        exposed,
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        env: config.env.unwrap_or_default(),
+    }
+}
+
+/// What `docker ps` says of a running container: enough to tell, at a
+/// resync, whether it changed since it was last inspected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The full id.
+    pub id: String,
+    /// The name, without the leading `/`.
+    pub name: String,
+    /// What must not have changed since the last inspect: networks and
+    /// their addresses, published ports, health, labels.
+    pub fingerprint: String,
+}
+
+fn summarize(c: bollard::models::ContainerSummary) -> Summary {
+    let networks: BTreeMap<String, String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, ep)| (name, ep.ip_address.unwrap_or_default()))
+        .collect();
+    let mut ports: Vec<(u16, u16)> = c
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| Some((p.private_port, p.public_port?)))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let status = c.status.unwrap_or_default();
+    let health = ["(healthy)", "(unhealthy)", "(health: starting)"]
+        .into_iter()
+        .find(|h| status.contains(h))
+        .unwrap_or("");
+    let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+    Summary {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        fingerprint: format!("{networks:?} {ports:?} {health} {labels:?}"),
+    }
+}
+
+impl DockerConn {
+    /// The running containers (`docker ps`).
+    pub async fn list_running(&mut self) -> Result<Vec<Summary>, DockerError> {
+        let api = self.api().await?;
+        let filters = HashMap::from([("status", vec!["running"])]);
+        let opts = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        match api.list_containers(Some(opts)).await {
+            Ok(list) => Ok(list.into_iter().map(summarize).collect()),
+            Err(e) => {
+                self.reset();
+                Err(classify(&self.host, e))
+            }
+        }
     }
 }
 
@@ -328,6 +451,9 @@ pub struct DockerEvent {
     pub container_id: String,
     /// The container's name, when the event carries it.
     pub container_name: Option<String>,
+    /// Whether the event's attributes carry a `discovery.key` label or a
+    /// registrator `SERVICE_*` label (container events carry every label).
+    pub labelled: bool,
     /// For `kill`: the signal sent.
     pub signal: Option<String>,
     /// The event's time in nanoseconds, for resubscribing.
@@ -350,6 +476,9 @@ impl DockerEvent {
             action: m.action.clone().unwrap_or_default(),
             container_id,
             container_name,
+            labelled: attrs
+                .keys()
+                .any(|k| k.starts_with("discovery.") || k.starts_with("SERVICE_")),
             signal: attrs.get("signal").cloned(),
             time_nano: m
                 .time_nano

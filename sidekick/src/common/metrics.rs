@@ -50,6 +50,9 @@ pub struct Metrics {
     pub child_restarts: Family<Labels, Counter>,
     /// 1 while registered (sidekick) or while every watch is live (discover).
     pub up: Gauge,
+    /// `sidekick --all`: labelled containers by state (`registered`,
+    /// `withdrawn`, `problem`: bad labels, a conflict or a refusal).
+    pub containers: Family<Labels, Gauge>,
     /// Watches followed by [`Metrics::follow_watch`] that are not live.
     watches_down: AtomicI64,
 }
@@ -119,8 +122,15 @@ impl Metrics {
             "1 while registered (sidekick) or watching live (discover)",
             up.clone(),
         );
+        let containers = Family::<Labels, Gauge>::default();
+        registry.register(
+            "containers",
+            "sidekick --all: labelled containers by state (registered, withdrawn, problem)",
+            containers.clone(),
+        );
         Self {
             registry,
+            containers,
             registrations,
             lease_grants,
             lease_losses,

@@ -1,6 +1,7 @@
 //! P4: what it costs to keep one registration alive, sidekick against the
 //! bash loop and everything it forks, measured side by side: the sidekick
-//! at its defaults (a keep-alive and an inspect every TTL/3 = 2.67 s) and
+//! at its defaults (a keep-alive every TTL/3 = 2.67 s; Docker is inspected
+//! only on events and at the 60 s safety resync) and
 //! at the loop's own cadence (every 5 s), and the bare stack doing the same
 //! two operations with no logic at all (the floor), also split into each
 //! operation alone. The window is cut into slices, each a measurement.
@@ -19,7 +20,7 @@ use crate::v2::V2Watch;
 
 /// The measured processes, in report order.
 pub const WHO: [&str; 7] = [
-    "sidekick (defaults: every 2.67 s)",
+    "sidekick (defaults: keep-alive every 2.67 s, resync 60 s)",
     "sidekick --interval 5s (the loop's cadence)",
     "bash loop (and its children)",
     "floor: keep-alive + inspect, every 2.67 s",

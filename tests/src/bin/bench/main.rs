@@ -2,8 +2,9 @@
 //! its peer in one run.
 //!
 //! ```text
-//! bench [--out BENCHMARKS.md] [--quick] [--only P5|agents]
+//! bench [--out BENCHMARKS.md] [--quick] [--only P4|P5|P8|agents]
 //! bench --storm-to ENDPOINT COUNT
+//! bench --lease-probe group|leases N ENDPOINT   (P8's lease comparison)
 //! ```
 //!
 //! `--quick` runs everything at a tiny scale (a smoke test keeps it working).
@@ -12,6 +13,7 @@
 mod agents;
 mod cost;
 mod get;
+mod host;
 mod peer;
 mod procfs;
 mod report;
@@ -34,7 +36,7 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P5|agents]\n       bench --storm-to ENDPOINT COUNT";
+const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P4|P5|P8|agents]\n       bench --storm-to ENDPOINT COUNT";
 
 /// Anything this tool does not know stops it before it starts etcd and
 /// Docker work that takes minutes (`--help` included: this is the help).
@@ -45,10 +47,23 @@ fn check_usage(args: &[String]) {
         match args[i].as_str() {
             "--quick" => i += 1,
             "--out" if i + 1 < args.len() => i += 2,
-            "--only" if matches!(args.get(i + 1).map(String::as_str), Some("P5" | "agents")) => {
+            "--only"
+                if matches!(
+                    args.get(i + 1).map(String::as_str),
+                    Some("P4" | "P5" | "P8" | "agents")
+                ) =>
+            {
                 i += 2
             }
             "--storm-to" if args.len() == 3 && i == 0 && args[2].parse::<u64>().is_ok() => i += 3,
+            "--lease-probe"
+                if args.len() == 4
+                    && i == 0
+                    && matches!(args[1].as_str(), "group" | "leases")
+                    && args[2].parse::<usize>().is_ok() =>
+            {
+                i += 4
+            }
             other => bad = Some(other.to_owned()),
         }
     }
@@ -62,6 +77,10 @@ fn check_usage(args: &[String]) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     check_usage(&args[1..]);
+    if args.get(1).map(String::as_str) == Some("--lease-probe") {
+        host::lease_probe(&args[2], args[3].parse().unwrap_or(1), &args[4]).await;
+        return;
+    }
     // For profiling a consumer by hand: write a storm to an etcd and stop.
     if let Some(i) = args.iter().position(|a| a == "--storm-to") {
         let endpoint = args.get(i + 1).expect("--storm-to ENDPOINT COUNT");
@@ -147,6 +166,34 @@ async fn main() {
         return;
     }
     let docker = Docker::connect().await;
+    let (p8_n, p8_window, p8_churn) = if quick {
+        (10, Duration::from_secs(6), Duration::from_secs(3))
+    } else {
+        (200, Duration::from_secs(120), Duration::from_secs(30))
+    };
+    if matches!(only.as_deref(), Some("P4" | "P8")) {
+        // One figure alone (with its peers side by side), as a markdown
+        // section to paste into BENCHMARKS.md.
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "Command: `bench --only {}`{}\n\n",
+            only.as_deref().unwrap_or_default(),
+            if quick { " --quick" } else { "" }
+        );
+        for (k, v) in &machine {
+            text.push_str(&format!("- {k}: {v}\n"));
+        }
+        text.push('\n');
+        if only.as_deref() == Some("P4") {
+            let c = cost::run(&etcd, &docker, dir.path(), window).await;
+            text.push_str(&report::render_p4(&c));
+        } else {
+            let p = host::run(&etcd, &docker, dir.path(), p8_n, p8_window, p8_churn).await;
+            text.push_str(&report::render_p8(&p));
+        }
+        print!("{text}");
+        return;
+    }
     if only.as_deref() == Some("agents") {
         // For chasing a misbehaving sidekick: P1-P3 alone.
         let dir = tempfile::tempdir().unwrap();
@@ -166,6 +213,7 @@ async fn main() {
     let latency = stream::latency(&etcd, lat).await;
     let gets = get::gets(&etcd, keys, if quick { 2 } else { 10 }).await;
     let many = get::many(&etcd, regs, regs_window).await;
+    let p8 = host::run(&etcd, &docker, dir.path(), p8_n, p8_window, p8_churn).await;
     let all = report::All {
         command: if quick {
             "bench --quick (smoke test)".into()
@@ -180,6 +228,7 @@ async fn main() {
         latency,
         gets,
         many,
+        p8,
     };
     let text = report::render(&all);
     std::fs::write(&out, &text).unwrap_or_else(|e| panic!("write {out}: {e}"));

@@ -1,0 +1,316 @@
+//! Follow one container (`--container`): Docker's event stream says what
+//! changed; an inspect follows each event that names the container, each
+//! (re)subscription, and a slow safety resync (`--resync`).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::EventMessage;
+use discovery::{Backoff, Registration, RegistrationState};
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::decide::{Decision, EventMeaning, Rules, ValueFormat, decide, meaning};
+use super::docker::{DockerConn, DockerError, DockerEvent};
+use super::notify::Notifier;
+use super::report::Seen;
+use super::{Control, DRAIN_LIMIT, SINCE_MARGIN, now_nanos};
+use crate::common::exit::usage;
+
+/// The follow loop of one container. Fields:
+pub(crate) struct Follower<'a> {
+    /// The container's name (or id) as given.
+    pub(crate) name: String,
+    /// The Docker connection, remade after a failure.
+    pub(crate) docker: &'a mut DockerConn,
+    /// What to register, from the flags.
+    pub(crate) rules: Rules,
+    /// How to write the value.
+    pub(crate) format: ValueFormat,
+    /// The key's registration in etcd.
+    pub(crate) reg: &'a Registration,
+    /// What the loop saw, for the reporter.
+    pub(crate) seen: watch::Sender<Seen>,
+    /// The container's id once known.
+    pub(crate) id: Option<String>,
+    /// A stopping signal was sent to this run (its StartedAt), at this time.
+    pub(crate) draining: Option<(String, Instant)>,
+    /// `timeNano` of the last event, to resubscribe from.
+    pub(crate) since: Option<i64>,
+    /// Events at or before this time (ns) are already reflected by the
+    /// inspect that followed the last subscription: when Docker replays
+    /// them, they only ask for another inspect, so an old `die` cannot
+    /// withdraw a container that runs again.
+    pub(crate) fresh_after: i64,
+    /// An inspect found Docker unreachable: drop the event stream too
+    /// (over tcp:// a half-open stream would never end by itself).
+    pub(crate) docker_failed: bool,
+    /// While the container does not exist: the checks so far and the next.
+    pub(crate) missing: Option<MissingWait>,
+    /// StartedAt of the run last inspected.
+    pub(crate) last_started: String,
+    /// The network of the last registration (kept while attached).
+    pub(crate) network: Option<String>,
+}
+
+/// Waiting for a container that does not exist yet. Its `start` event
+/// registers it at once; these checks, with backoff, are the safety net.
+pub(crate) struct MissingWait {
+    attempts: u32,
+    backoff: Backoff,
+    next: Instant,
+}
+
+pub(crate) type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Send>>;
+
+pub(crate) async fn next_event(
+    events: &mut Option<Events>,
+) -> Option<Result<EventMessage, BollardError>> {
+    match events {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Follower<'_> {
+    /// Follow the container until shutdown. Docker's events drive
+    /// everything; a full inspect happens on (re)subscription and every
+    /// `resync`, as a safety net, never on the keep-alive's cadence.
+    pub(crate) async fn run(mut self, resync: Duration, ctl: &Control) -> anyhow::Result<()> {
+        let mut events: Option<Events> = None;
+        let mut resubscribe_at = Instant::now();
+        let mut backoff = Backoff::for_watch();
+        let mut tick = tokio::time::interval_at(Instant::now() + resync, resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let notifier_period = Notifier::new().watchdog_period();
+        let mut watchdog =
+            tokio::time::interval(notifier_period.unwrap_or(Duration::from_secs(3600)));
+        let watchdog_on = Notifier::new();
+        loop {
+            if events.is_none() && Instant::now() >= resubscribe_at {
+                // Subscribe, then inspect. bollard sends the request only
+                // when the stream is first polled, after that inspect; `since`
+                // (the last event seen, or a moment before now) makes Docker
+                // replay whatever happened in between.
+                let since = self
+                    .since
+                    .unwrap_or_else(|| now_nanos().saturating_sub(SINCE_MARGIN.as_nanos() as i64));
+                match self.docker.events(Some(since)).await {
+                    Ok(s) => {
+                        debug!(since, "following Docker events");
+                        // Covered from here on: a later resubscription
+                        // starts here, or at the last event if later.
+                        self.since = Some(since);
+                        events = Some(Box::pin(s));
+                        if self.reconcile().await? {
+                            backoff.reset();
+                            self.fresh_after = now_nanos();
+                        }
+                    }
+                    Err(DockerError::Refused(m)) => return Err(usage(m)),
+                    Err(e) => {
+                        self.docker_down(&e);
+                        resubscribe_at = Instant::now() + backoff.next_delay();
+                    }
+                }
+            }
+            if std::mem::take(&mut self.docker_failed) && events.is_some() {
+                events = None;
+                self.docker.reset();
+                resubscribe_at = Instant::now() + backoff.next_delay();
+            }
+            let missing_next = self.missing.as_ref().map(|m| m.next);
+            // A stopping signal the container survived: look again when
+            // the drain limit is up, not only at the next resync.
+            let drain_end = self.draining.as_ref().map(|(_, at)| *at + DRAIN_LIMIT);
+            tokio::select! {
+                biased;
+                _ = ctl.shutdown.cancelled() => return Ok(()),
+                ev = next_event(&mut events) => match ev {
+                    Some(Ok(msg)) => {
+                        let e = DockerEvent::from_message(&msg);
+                        if e.time_nano > 0 {
+                            self.since = Some(e.time_nano);
+                        }
+                        if e.concerns(&self.name, self.id.as_deref()) {
+                            self.on_event(&e).await?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %discovery::error_chain(&e), "Docker event stream failed; resubscribing");
+                        events = None;
+                        self.docker.reset();
+                        resubscribe_at = Instant::now() + backoff.next_delay();
+                    }
+                    None => {
+                        warn!("Docker event stream ended (daemon restarted?); resubscribing and reconciling");
+                        events = None;
+                        self.docker.reset();
+                        resubscribe_at = Instant::now() + backoff.next_delay();
+                    }
+                },
+                _ = ctl.reconcile.notified() => {
+                    info!("SIGHUP: reconciling now");
+                    self.reconcile().await?;
+                }
+                _ = tick.tick() => {
+                    // While the container is missing, its own schedule applies.
+                    if events.is_some() && self.missing.is_none() {
+                        debug!(container = %self.name, "safety resync");
+                        self.reconcile().await?;
+                    }
+                }
+                _ = tokio::time::sleep_until(drain_end.unwrap_or(resubscribe_at)),
+                    if drain_end.is_some() && events.is_some() => {
+                    self.reconcile().await?;
+                }
+                _ = tokio::time::sleep_until(missing_next.unwrap_or(resubscribe_at)),
+                    if missing_next.is_some() && events.is_some() => {
+                    self.reconcile().await?;
+                }
+                _ = tokio::time::sleep_until(resubscribe_at), if events.is_none() => {}
+                _ = watchdog.tick(), if notifier_period.is_some() => {
+                    // Only a loop that is turning pings; and only while the
+                    // registration task is alive to keep the lease.
+                    if !matches!(*self.reg.state().borrow(), RegistrationState::Stopped) {
+                        watchdog_on.watchdog();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, e: &DockerEvent) -> anyhow::Result<()> {
+        let mut what = meaning(&e.kind, &e.action, e.signal.as_deref());
+        if e.time_nano > 0 && e.time_nano <= self.fresh_after && what != EventMeaning::Ignore {
+            // A replay of something the last inspect already saw.
+            what = EventMeaning::Recheck;
+        }
+        match what {
+            EventMeaning::Down => {
+                self.reg.withdraw();
+                self.draining = Some((self.last_started.clone(), Instant::now()));
+                if matches!(&*self.seen.borrow(), Seen::Up(_)) {
+                    info!(container = %self.name, event = %e.action, signal = ?e.signal, "container going down; key withdrawn");
+                } else {
+                    debug!(container = %self.name, event = %e.action, "container going down");
+                }
+                let reason = format!("container {:?} is going down ({})", self.name, e.action);
+                self.see(Seen::Down(reason));
+            }
+            EventMeaning::Up => {
+                debug!(container = %self.name, event = %e.action, "container up; inspecting");
+                self.draining = None;
+                self.reconcile().await?;
+            }
+            EventMeaning::Recheck => {
+                debug!(container = %self.name, event = %e.action, "re-inspecting");
+                self.reconcile().await?;
+            }
+            EventMeaning::Ignore => {}
+        }
+        Ok(())
+    }
+
+    /// Publish what the loop saw, waking the status task only on a change
+    /// (a resync of a steady container changes nothing).
+    fn see(&self, seen: Seen) {
+        self.seen.send_if_modified(|s| {
+            if *s == seen {
+                false
+            } else {
+                *s = seen;
+                true
+            }
+        });
+    }
+
+    fn docker_down(&mut self, e: &DockerError) {
+        let msg = e.to_string();
+        if !matches!(&*self.seen.borrow(), Seen::DockerDown(_)) {
+            warn!(error = %msg, "Docker unreachable; keeping the last registration and retrying");
+        } else {
+            debug!(error = %msg, "Docker still unreachable");
+        }
+        self.see(Seen::DockerDown(msg));
+        self.docker_failed = true;
+    }
+
+    /// Inspect and converge. Returns whether Docker answered; a
+    /// configuration problem is an error (exit 2).
+    async fn reconcile(&mut self) -> anyhow::Result<bool> {
+        let view = match self.docker.inspect(&self.name).await {
+            Ok(v) => v,
+            Err(DockerError::Refused(m)) => return Err(usage(m)),
+            Err(e) => {
+                self.docker_down(&e);
+                return Ok(false);
+            }
+        };
+        let Some(view) = view else {
+            let wait = self.missing.get_or_insert_with(|| MissingWait {
+                attempts: 0,
+                backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+                next: Instant::now(),
+            });
+            wait.attempts += 1;
+            let retry_in = wait.backoff.next_delay();
+            wait.next = Instant::now() + retry_in;
+            info!(container = %self.name, attempt = wait.attempts, ?retry_in, "container does not exist (yet); waiting for it");
+            self.reg.withdraw();
+            self.id = None;
+            self.see(Seen::Missing);
+            return Ok(true);
+        };
+        if let Some(wait) = self.missing.take() {
+            info!(container = %self.name, checks = wait.attempts, "the container exists now");
+        }
+        self.id = Some(view.id.clone());
+        self.last_started = view.started_at.clone();
+        if let Some((run, since)) = &self.draining {
+            let other_run = !run.is_empty() && *run != view.started_at;
+            if other_run || since.elapsed() > DRAIN_LIMIT {
+                self.draining = None;
+            }
+        }
+        let seen = match decide(
+            &view,
+            &self.rules,
+            self.draining.is_some(),
+            self.network.as_deref(),
+        ) {
+            Decision::Register { ip, port, network } => {
+                self.network = Some(network.clone());
+                let value = self.format.render(&ip, port, Some(&view.name));
+                if self.seen.borrow().clone() != Seen::Up(value.clone()) {
+                    info!(container = %self.name, %ip, %network, %value, "container up; registering");
+                }
+                self.reg.set_value(value.clone());
+                Seen::Up(value)
+            }
+            Decision::Withdraw(reason) => {
+                if self.seen.borrow().clone() != Seen::Down(reason.clone()) {
+                    info!(container = %self.name, %reason, "not registering");
+                }
+                self.reg.withdraw();
+                Seen::Down(reason)
+            }
+            // Wrong from the start is a configuration error; after the
+            // container was registered once, it is a transient state (a
+            // network being swapped): withdraw and wait.
+            Decision::Misconfigured(m) if self.network.is_none() => return Err(usage(m)),
+            Decision::Misconfigured(m) => {
+                if self.seen.borrow().clone() != Seen::Down(m.clone()) {
+                    warn!(container = %self.name, problem = %m, "cannot register now; waiting");
+                }
+                self.reg.withdraw();
+                Seen::Down(m)
+            }
+        };
+        self.see(seen);
+        Ok(true)
+    }
+}

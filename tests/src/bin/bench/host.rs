@@ -1,0 +1,347 @@
+//! P8: one `sidekick --all` agent with N labelled containers, side by side
+//! with N single-container sidekicks on the same containers, and the
+//! chapter's loop (one, extrapolated to N). Then start-up, churn, and the
+//! lease choice: N keys under one lease against N leases, each in a probe
+//! process of its own (`bench --lease-probe`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use bollard::query_parameters::StopContainerOptionsBuilder;
+use harness::host_agent::{Fleet, Spec, etcd_map};
+use harness::proc::{Proc, sidekick};
+use harness::{Docker, Etcd, RawWatch};
+
+use crate::peer;
+use crate::procfs::{cpu, cpu_precise, rss_kib};
+
+pub struct P8 {
+    pub n: usize,
+    pub window: Duration,
+    /// Agent start to all N keys in etcd.
+    pub startup: Duration,
+    /// CPU s/h per slice: the agent; all N single sidekicks together; one loop.
+    pub cpu_agent: Vec<f64>,
+    pub cpu_singles: Vec<f64>,
+    pub cpu_loop: Vec<f64>,
+    pub rss_agent: Vec<f64>,
+    /// Sum of the N singles' RSS, per sample.
+    pub rss_singles: Vec<f64>,
+    pub writes_agent: usize,
+    /// Churn: operations done, seconds, stop -> key gone, and the final check.
+    pub churn_ops: usize,
+    pub churn_secs: f64,
+    pub churn_stop: Vec<Duration>,
+    /// Churn: Docker's `kill` event (its own timestamp) -> key gone: the
+    /// agent's share of the stop latency.
+    pub churn_event: Vec<Duration>,
+    pub stale: usize,
+    pub missing: usize,
+    /// Lease probes: CPU s/h of N keys under one lease, and of N leases.
+    pub probe_group: Vec<f64>,
+    pub probe_leases: Vec<f64>,
+}
+
+fn quiet(mut c: std::process::Command) -> Proc {
+    c.env("RUST_LOG", "warn");
+    Proc::spawn(c)
+}
+
+pub async fn run(
+    etcd: &Etcd,
+    docker: &Docker,
+    dir: &std::path::Path,
+    n: usize,
+    window: Duration,
+    churn: Duration,
+) -> P8 {
+    eprintln!("bench: P8 with {n} containers, window {window:?}");
+    let prefix = "/bench/p8";
+    let fleet = Fleet::new("p8");
+    let specs: Vec<Spec> = (0..n)
+        .map(|i| {
+            Spec::new(format!("c{i}"))
+                .label("discovery.key", &format!("{prefix}/%n"))
+                .label("discovery.port", "11211")
+                .tcp(11211)
+        })
+        .collect();
+    // Started 16 at a time: the engine serialises most of the work anyway.
+    let t = Instant::now();
+    let chunks: Vec<Vec<Spec>> = specs.chunks(16).map(<[Spec]>::to_vec).collect();
+    for c in chunks {
+        fleet.start(c).await;
+    }
+    eprintln!("bench: P8 {n} containers started in {:?}", t.elapsed());
+
+    // Start-up.
+    let only = fleet.only_label();
+    let agent_cmd = || sidekick(etcd, &["--all", "--only-label", &only]);
+    let t = Instant::now();
+    let agent = quiet(agent_cmd());
+    let startup = loop {
+        if etcd_map(etcd, prefix).await.len() >= n {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "bench: P8 agent never registered all {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("bench: P8 all {n} registered {startup:?} after the agent started");
+
+    // Peers: a single sidekick per container, and one chapter loop.
+    let names: Vec<String> = (0..n).map(|i| fleet.name(&format!("c{i}"))).collect();
+    let singles: Vec<Proc> = names
+        .iter()
+        .map(|name| {
+            quiet(sidekick(
+                etcd,
+                &[
+                    "--key",
+                    &format!("/bench/p8s/{name}"),
+                    "--container",
+                    name,
+                    "--port",
+                    "11211",
+                ],
+            ))
+        })
+        .collect();
+    let script = peer::script(dir, None);
+    let loop_ = peer::spawn(&script, &etcd.endpoint(0), "p8loop", 1, &names[0]);
+    let t = Instant::now();
+    while etcd_map(etcd, "/bench/p8s/").await.len() < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "bench: P8 singles never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Lease probes.
+    let probe = |mode: &str| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args(["--lease-probe", mode, &n.to_string(), &etcd.endpoint(0)]);
+        quiet(c)
+    };
+    let probes = [probe("group"), probe("leases")];
+    tokio::time::sleep(Duration::from_secs(7).min(window)).await;
+
+    let raw = RawWatch::start(etcd, prefix).await;
+    let slices = 6u32;
+    let slice = window / slices;
+    let (mut cpu_agent, mut cpu_singles, mut cpu_loop) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut probe_group, mut probe_leases) = (Vec::new(), Vec::new());
+    let (mut rss_agent, mut rss_singles) = (Vec::new(), Vec::new());
+    let sample = || {
+        [
+            cpu_precise(agent.pid()),
+            singles.iter().map(|p| cpu_precise(p.pid())).sum(),
+            cpu(loop_.pid(), true),
+            cpu_precise(probes[0].pid()),
+            cpu_precise(probes[1].pid()),
+        ]
+    };
+    let t0 = Instant::now();
+    for _ in 0..slices {
+        let (start, before) = (Instant::now(), sample());
+        while start.elapsed() < slice {
+            rss_agent.push(rss_kib(agent.pid()) as f64 / 1024.0);
+            rss_singles.push(singles.iter().map(|p| rss_kib(p.pid())).sum::<u64>() as f64 / 1024.0);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (took, after) = (start.elapsed(), sample());
+        let per_hour = |i: usize| {
+            after[i].saturating_sub(before[i]).as_secs_f64() * 3600.0 / took.as_secs_f64()
+        };
+        cpu_agent.push(per_hour(0));
+        cpu_singles.push(per_hour(1));
+        cpu_loop.push(per_hour(2));
+        probe_group.push(per_hour(3));
+        probe_leases.push(per_hour(4));
+    }
+    let window = t0.elapsed();
+    let writes_agent = raw.events().len();
+    drop((singles, loop_, probes));
+
+    // Churn: stop and start containers as fast as the engine sustains,
+    // several at once, timing each stop from its request to the delete.
+    eprintln!("bench: P8 churn for {churn:?}");
+    let key = |name: &str| format!("{prefix}/{name}");
+    let t_end = Instant::now() + churn;
+    let workers = 8;
+    let ops = futures::stream::iter(0..workers)
+        .map(|w| {
+            let names = names.clone();
+            let api = docker.api().clone();
+            async move {
+                let mut stops: Vec<(String, Instant)> = Vec::new();
+                let mut ops = 0;
+                // This worker's containers, stopped on one pass and
+                // started on the next.
+                let mine: Vec<&String> = names.iter().skip(w).step_by(workers).collect();
+                let mut pass = 0;
+                'churn: loop {
+                    for name in &mine {
+                        if Instant::now() >= t_end {
+                            break 'churn;
+                        }
+                        if pass % 2 == 0 {
+                            // Through the API, as P1 does: the docker CLI's own
+                            // start-up (hundreds of ms on a busy machine) is not
+                            // the agent's latency.
+                            let t = Instant::now();
+                            let stop = StopContainerOptionsBuilder::new().t(1).build();
+                            if api.stop_container(name, Some(stop)).await.is_ok() {
+                                stops.push(((*name).clone(), t));
+                                ops += 1;
+                            }
+                        } else if api.start_container(name, None).await.is_ok() {
+                            ops += 1;
+                        }
+                    }
+                    pass += 1;
+                }
+                (stops, ops)
+            }
+        })
+        .buffer_unordered(workers)
+        .collect::<Vec<_>>();
+    // Docker's own record of each stop: the `kill` event's timestamp,
+    // mapped onto this process's clock.
+    let kills = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    let recorder = {
+        let kills = kills.clone();
+        let api = docker.api().clone();
+        let run = fleet.run().to_owned();
+        tokio::spawn(async move {
+            let filters = std::collections::HashMap::from([
+                ("type", vec!["container"]),
+                ("event", vec!["kill"]),
+            ]);
+            let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+                .filters(&filters)
+                .build();
+            let mut events = api.events(Some(opts));
+            while let Some(Ok(e)) = events.next().await {
+                let name = e
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|a| a.get("name").cloned())
+                    .unwrap_or_default();
+                let Some(nanos) = e.time_nano else { continue };
+                if !name.starts_with(&run) {
+                    continue;
+                }
+                let now_sys = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as i64;
+                let ago = Duration::from_nanos(now_sys.saturating_sub(nanos).max(0) as u64);
+                kills.lock().unwrap().push((name, Instant::now() - ago));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let done = ops.await;
+    let churn_secs = t.elapsed().as_secs_f64();
+    let churn_ops = done.iter().map(|(_, n)| n).sum();
+    let events = raw.events();
+    let churn_stop: Vec<Duration> = done
+        .iter()
+        .flat_map(|(s, _)| s.iter())
+        .filter_map(|(name, t)| {
+            events
+                .iter()
+                .find(|e| !e.put && e.key == key(name) && e.at >= *t)
+                .map(|e| e.at - *t)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    recorder.abort();
+    let events = raw.events();
+    let churn_event: Vec<Duration> = kills
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, t)| {
+            events
+                .iter()
+                .find(|e| !e.put && e.key == key(name) && e.at >= *t)
+                .map(|e| e.at - *t)
+        })
+        .collect();
+    // Then etcd must say exactly what docker ps says.
+    let want = || -> BTreeMap<String, String> {
+        fleet
+            .running()
+            .into_iter()
+            .map(|(name, ip)| (key(&name), format!("{ip}:11211")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (stale, missing) = loop {
+        let (want, have) = (want(), etcd_map(etcd, prefix).await);
+        let stale = have.iter().filter(|(k, v)| want.get(*k) != Some(v)).count();
+        let missing = want.iter().filter(|(k, v)| have.get(*k) != Some(v)).count();
+        if (stale == 0 && missing == 0) || Instant::now() > deadline {
+            break (stale, missing);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(agent);
+    drop(fleet);
+    P8 {
+        n,
+        window,
+        startup,
+        cpu_agent,
+        cpu_singles,
+        cpu_loop,
+        rss_agent,
+        rss_singles,
+        writes_agent,
+        churn_ops,
+        churn_secs,
+        churn_stop,
+        churn_event,
+        stale,
+        missing,
+        probe_group,
+        probe_leases,
+    }
+}
+
+/// `bench --lease-probe group|leases N ENDPOINT`: hold N keys, under one
+/// lease (discovery::LeaseGroup) or one lease each (discovery::Registration),
+/// until killed. TTL 8 s, keep-alives every 2.67 s, like the agent.
+pub async fn lease_probe(mode: &str, n: usize, endpoint: &str) {
+    let client = discovery::ConnectOptions::new()
+        .with_endpoints([endpoint])
+        .connect()
+        .await
+        .expect("etcd");
+    let ttl = discovery::RegisterOptions::new(Duration::from_secs(8));
+    let key = |i: usize| format!("/bench/probe-{mode}/{i}");
+    let mut hold: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    if mode == "group" {
+        let keys = (0..n)
+            .map(|i| (key(i), b"10.0.0.1:11211".to_vec()))
+            .collect();
+        hold.push(Box::new(client.lease_group(ttl, keys).expect("group")));
+    } else {
+        for i in 0..n {
+            hold.push(Box::new(
+                client
+                    .register(&key(i), "10.0.0.1:11211", ttl.clone())
+                    .expect("register"),
+            ));
+        }
+    }
+    std::future::pending::<()>().await;
+}
