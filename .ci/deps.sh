@@ -26,6 +26,8 @@ check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
 check openssl openssl               # certificates for the TLS tests
 check memcached /usr/bin/memcached  # node-web against a real memcached
+check nginx /usr/sbin/nginx         # discover render's end-to-end test: a real load balancer
+check curl curl                     # requests through that nginx
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"

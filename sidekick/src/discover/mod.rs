@@ -6,6 +6,7 @@ pub mod envelope;
 mod feed;
 pub mod naming;
 mod output;
+pub mod render;
 pub mod supervise;
 
 use std::ffi::OsString;
@@ -62,6 +63,8 @@ pub enum Cmd {
     Ls(LsArgs),
     /// The config under PREFIX as environment variables of a command (--exec), or as JSON lines
     Config(ConfigArgs),
+    /// Render templates to files from the watched prefixes, check them, and reload their reader (confd, consul-template)
+    Render(render::RenderArgs),
 }
 
 /// Output formats of `get`.
@@ -421,6 +424,7 @@ pub async fn run(
             }
             Plan::Config(p, exec_options(&a.exec)?)
         }
+        Cmd::Render(a) => return render::run(a, connect, cli.metrics_addr, shutdown).await,
     };
     let metrics = Arc::new(Metrics::with_prefix("discover"));
     if let Some(addr) = cli.metrics_addr {
