@@ -41,12 +41,16 @@ image: deps
 	  echo "image: built $(TEST_IMAGE)"; \
 	fi
 
-# Leftovers of a test run that was killed before its own cleanup ran.
+# Leftovers of a test run of THIS checkout that was killed before its own
+# cleanup ran: its containers carry label discovery-test=$(CURDIR) and its
+# etcds keep their data under $TMPDIR/discovery-test<checkout, / as _>
+# (tests/src/lib.rs). Another checkout's run on the same machine is left alone.
+SCRATCH := $(or $(TMPDIR),/tmp)/discovery-test$(subst /,_,$(CURDIR))
 sweep:
-	@ids=$$(docker ps -aq --filter label=discovery-test 2>/dev/null); \
+	@ids=$$(docker ps -aq --filter 'label=discovery-test=$(CURDIR)' 2>/dev/null); \
 	  if [ -n "$$ids" ]; then docker rm -f $$ids >/dev/null; fi
 	@# The [t] keeps the pattern from matching this very command line.
-	@pkill -KILL -f -- '--data-dir=.*/etcd-tes[t]-' 2>/dev/null || true
+	@pkill -KILL -f -- '--data-dir=$(SCRATCH)/etcd-tes[t]-' 2>/dev/null || true
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

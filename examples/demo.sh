@@ -107,7 +107,7 @@ for _ in $(seq 100); do "$BIN/discover" get /services >/dev/null 2>&1 && { ready
 say "Starting a container ($RUN-web) on network $RUN-a"
 docker network create "$RUN-a" >/dev/null
 docker network create "$RUN-b" >/dev/null
-docker run -d --name "$RUN-web" --label discovery-test=1 --network "$RUN-a" "$IMAGE" http:8080 >/dev/null
+docker run -d --name "$RUN-web" --label "discovery-test=$PWD" --network "$RUN-a" "$IMAGE" http:8080 >/dev/null
 note "its address: $(docker inspect -f "{{(index .NetworkSettings.Networks \"$RUN-a\").IPAddress}}" "$RUN-web")"
 
 say "discover watch /services/web: every line below is what a consumer sees"

@@ -7,7 +7,6 @@
 //!   A value that is valid JSON is taken as JSON, anything else as a string.
 //! * one key holding a whole JSON document: `/config/web = {"port": 3000}`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -18,7 +17,8 @@ use tracing::{info, warn};
 use crate::connect::Client;
 use crate::error::{Error, Result};
 use crate::key::Prefix;
-use crate::node::{Action, WatchMessage};
+use crate::node::WatchMessage;
+use crate::state::{Applied, PrefixState};
 use crate::watch::{WatchHandle, WatchOptions};
 
 /// Options for [`Client::config_with`].
@@ -136,24 +136,16 @@ impl Client {
         wopts.include_self = true;
         let (handle, mut stream) = self.watch_prefix(prefix, wopts)?;
         let prefix = handle.prefix().clone();
-        let snapshot = match stream.recv().await {
-            Some(Ok(WatchMessage::Snapshot(s))) => s,
-            Some(Err(e)) => return Err(e),
-            _ => return Err(Error::Stopped("config watch")),
-        };
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = snapshot
-            .nodes
-            .into_iter()
-            .map(|n| (n.key.to_vec(), n.value.to_vec()))
-            .collect();
+        let mut state = PrefixState::new();
+        state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
+        state.take_changed();
         let raw = options.raw_values;
-        let (first, mut last_doc) = decode::<T, V>(&prefix, &entries, raw, &validate)?;
+        let (first, mut last_doc) = decode::<T, V>(&prefix, &state, raw, &validate)?;
         let (tx, rx) = watch::channel(Arc::new(first));
         let (err_tx, err_rx) = mpsc::channel(16);
         let task_prefix = prefix.clone();
         tokio::spawn(async move {
             let prefix = task_prefix;
-            let mut dirty = false;
             loop {
                 let msg = tokio::select! {
                     // Nobody is left to read the configuration.
@@ -163,39 +155,33 @@ impl Client {
                         None => break,
                     },
                 };
-                match msg {
-                    Ok(WatchMessage::Event(e)) => {
-                        if e.action == Action::Update {
-                            continue;
-                        }
-                        dirty = true;
-                        if e.action == Action::Delete {
-                            entries.remove(e.node.key.as_ref());
-                        } else {
-                            entries.insert(e.node.key.to_vec(), e.node.value.to_vec());
-                        }
-                    }
-                    Ok(WatchMessage::Progress { revision }) if dirty => {
-                        dirty = false;
-                        match decode::<T, V>(&prefix, &entries, raw, &validate) {
-                            Ok((value, doc)) => {
-                                if doc != last_doc {
-                                    info!(prefix = %prefix, revision, "config updated");
-                                    last_doc = doc;
-                                    tx.send_replace(Arc::new(value));
-                                }
-                            }
-                            Err(e) => {
-                                warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
-                                let _ = err_tx.try_send(e);
-                            }
-                        }
-                    }
-                    Ok(_) => {}
+                let msg = match msg {
+                    Ok(m) => m,
                     Err(e) => {
                         warn!(prefix = %prefix, error = %e, "config watch failed");
                         let _ = err_tx.try_send(e);
                         break;
+                    }
+                };
+                // All keys of one transaction apply together, at the
+                // progress mark that ends it.
+                let Applied::Progress(revision) = state.apply(&msg) else {
+                    continue;
+                };
+                if !state.take_changed() {
+                    continue;
+                }
+                match decode::<T, V>(&prefix, &state, raw, &validate) {
+                    Ok((value, doc)) => {
+                        if doc != last_doc {
+                            info!(prefix = %prefix, revision, "config updated");
+                            last_doc = doc;
+                            tx.send_replace(Arc::new(value));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
+                        let _ = err_tx.try_send(e);
                     }
                 }
             }
@@ -210,7 +196,7 @@ impl Client {
 
 fn decode<T, V>(
     prefix: &Prefix,
-    entries: &BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: &PrefixState,
     raw: bool,
     validate: &V,
 ) -> Result<(T, Value)>
@@ -232,7 +218,7 @@ where
 /// Assemble the JSON document that the keys under `prefix` describe.
 pub(crate) fn build_document(
     prefix: &Prefix,
-    entries: &BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: &PrefixState,
     raw: bool,
 ) -> std::result::Result<Value, String> {
     let text = |k: &[u8], v: &[u8]| -> std::result::Result<String, String> {
@@ -240,6 +226,7 @@ pub(crate) fn build_document(
             .map_err(|_| format!("the value of {} is not UTF-8", String::from_utf8_lossy(k)))
     };
     if let Some(doc) = entries.get(prefix.as_str().as_bytes()) {
+        let doc = doc.value();
         if entries.len() > 1 {
             return Err(format!(
                 "{prefix} holds a document and there are keys under {}; use one form or the other",
@@ -252,7 +239,8 @@ pub(crate) fn build_document(
     }
     let dir = prefix.dir();
     let mut root = Map::new();
-    for (k, v) in entries {
+    for n in entries.nodes() {
+        let (k, v) = (n.key(), n.value());
         let key = String::from_utf8_lossy(k);
         let Some(rel) = key.strip_prefix(dir.as_str()) else {
             continue;
@@ -296,11 +284,25 @@ pub(crate) fn build_document(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Node, Snapshot};
 
-    fn entries(kv: &[(&str, &str)]) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        kv.iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
+    fn entries(kv: &[(&[u8], &[u8])]) -> PrefixState {
+        let nodes = kv
+            .iter()
+            .map(|(k, v)| Node::new(*k, *v, 1, 1, None))
+            .collect();
+        let snap = Snapshot::new(Prefix::new("/config").unwrap(), 1, nodes, false);
+        let mut state = PrefixState::new();
+        state.apply(&WatchMessage::Snapshot(snap));
+        state
+    }
+
+    fn text(kv: &[(&'static str, &'static str)]) -> PrefixState {
+        let kv: Vec<(&[u8], &[u8])> = kv
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        entries(&kv)
     }
 
     #[test]
@@ -308,7 +310,7 @@ mod tests {
         let p = Prefix::new("/config/web").unwrap();
         let doc = build_document(
             &p,
-            &entries(&[
+            &text(&[
                 ("/config/web/port", "3000"),
                 ("/config/web/name", "front"),
                 ("/config/web/db/host", "db1"),
@@ -321,14 +323,14 @@ mod tests {
             doc,
             serde_json::json!({"port": 3000, "name": "front", "db": {"host": "db1", "tls": true}})
         );
-        let raw = build_document(&p, &entries(&[("/config/web/port", "3000")]), true).unwrap();
+        let raw = build_document(&p, &text(&[("/config/web/port", "3000")]), true).unwrap();
         assert_eq!(raw, serde_json::json!({"port": "3000"}));
     }
 
     #[test]
     fn document_form_and_conflicts() {
         let p = Prefix::new("/config/web").unwrap();
-        let doc = build_document(&p, &entries(&[("/config/web", r#"{"port":1}"#)]), false).unwrap();
+        let doc = build_document(&p, &text(&[("/config/web", r#"{"port":1}"#)]), false).unwrap();
         assert_eq!(doc, serde_json::json!({"port": 1}));
         for (kv, why) in [
             (
@@ -341,11 +343,10 @@ mod tests {
                 "cannot nest",
             ),
         ] {
-            let e = build_document(&p, &entries(&kv), false).unwrap_err();
+            let e = build_document(&p, &text(&kv), false).unwrap_err();
             assert!(e.contains(why), "{kv:?}: {e}");
         }
-        let mut bin = BTreeMap::new();
-        bin.insert(b"/config/web/k".to_vec(), vec![0xff, 0xfe]);
+        let bin = entries(&[(b"/config/web/k", &[0xff, 0xfe])]);
         assert!(
             build_document(&p, &bin, false)
                 .unwrap_err()

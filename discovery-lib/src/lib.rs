@@ -39,6 +39,9 @@
 //!   written again) and [`Action::Delete`]. It resumes from the last
 //!   revision after any disconnect (no loss, no duplicate) and resyncs with
 //!   a diff after compaction.
+//! * [`PrefixState`]: the one fold from a watch's snapshot and events
+//!   into the current keys of a prefix; membership, config and the tools
+//!   all keep their state with it.
 //! * [`Client::members`]: a live ordered map of a prefix, changing only on
 //!   set and delete.
 //! * [`Client::register`]: a key kept alive under a lease (keep-alives are
@@ -65,6 +68,7 @@ mod node;
 mod pool;
 mod register;
 mod retry;
+mod state;
 mod tls_probe;
 mod watch;
 
@@ -79,4 +83,5 @@ pub use register::{
     MAX_TTL, MIN_INTERVAL, MIN_TTL, RegisterOptions, Registration, RegistrationState,
 };
 pub use retry::Backoff;
+pub use state::{Applied, PrefixState};
 pub use watch::{WatchHandle, WatchOptions, WatchStatus, WatchStream};

@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::connect::Client;
-use crate::error::{Error, Result};
-use crate::node::{Action, WatchMessage};
+use crate::error::Result;
+use crate::node::WatchMessage;
+use crate::state::{Applied, PrefixState};
 use crate::watch::WatchOptions;
 
 /// The members under a prefix, key to value, ordered by key. Cheap to clone.
@@ -21,6 +22,18 @@ pub struct Membership {
 }
 
 impl Membership {
+    fn of(state: &PrefixState) -> Self {
+        Self {
+            revision: state.revision(),
+            entries: Arc::new(
+                state
+                    .nodes()
+                    .map(|n| (n.key.clone(), n.value.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The revision of the last set or delete reflected here.
     pub fn revision(&self) -> i64 {
         self.revision
@@ -79,54 +92,25 @@ impl Client {
     pub async fn members(&self, prefix: &str) -> Result<watch::Receiver<Membership>> {
         let (handle, mut stream) =
             self.watch_prefix(prefix, WatchOptions::new().with_progress_marks(true))?;
-        let snapshot = match stream.recv().await {
-            Some(Ok(WatchMessage::Snapshot(s))) => s,
-            Some(Err(e)) => return Err(e),
-            _ => return Err(Error::Stopped("membership watch")),
-        };
-        let initial = Membership {
-            revision: snapshot.revision,
-            entries: Arc::new(
-                snapshot
-                    .nodes
-                    .into_iter()
-                    .map(|n| (n.key, n.value))
-                    .collect(),
-            ),
-        };
-        let (tx, rx) = watch::channel(initial);
+        let mut state = PrefixState::new();
+        state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
+        state.take_changed();
+        let (tx, rx) = watch::channel(Membership::of(&state));
         let prefix = handle.prefix().clone();
         tokio::spawn(async move {
-            // Changes of one revision (a transaction) are published together.
-            let mut pending: Vec<crate::node::Event> = Vec::new();
             loop {
                 let msg = tokio::select! {
                     _ = tx.closed() => break,
                     m = stream.recv() => m,
                 };
                 match msg {
-                    Some(Ok(WatchMessage::Event(e))) => {
-                        if e.action != Action::Update {
-                            pending.push(e);
+                    // Changes of one revision (a transaction) are published
+                    // together, at the progress mark that ends them.
+                    Some(Ok(m)) => {
+                        if matches!(state.apply(&m), Applied::Progress(_)) && state.take_changed() {
+                            tx.send_replace(Membership::of(&state));
                         }
                     }
-                    Some(Ok(WatchMessage::Progress { revision })) => {
-                        if pending.is_empty() {
-                            continue;
-                        }
-                        tx.send_modify(|m| {
-                            let entries = Arc::make_mut(&mut m.entries);
-                            for e in pending.drain(..) {
-                                if e.action == Action::Delete {
-                                    entries.remove(e.node.key.as_ref());
-                                } else {
-                                    entries.insert(e.node.key, e.node.value);
-                                }
-                            }
-                            m.revision = revision;
-                        });
-                    }
-                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         warn!(prefix = %prefix, error = %e, "membership watch failed");
                         break;

@@ -200,6 +200,19 @@ impl Stream for WatchStream {
 }
 
 impl WatchStream {
+    /// Wait for the first message, the snapshot, and return it: the start
+    /// of every consumer that folds a prefix into state (see
+    /// [`PrefixState`](crate::PrefixState)). An `Err` is the watch's
+    /// permanent error, or [`Error::Stopped`] if it ended first.
+    pub async fn snapshot(&mut self) -> Result<Snapshot> {
+        match self.recv().await {
+            Some(Ok(WatchMessage::Snapshot(s))) => Ok(s),
+            Some(Err(e)) => Err(e),
+            // The engine sends the snapshot first and nothing before it.
+            Some(Ok(_)) | None => Err(Error::Stopped("watch")),
+        }
+    }
+
     /// Receive the next message; `None` once the watch has ended.
     pub async fn recv(&mut self) -> Option<Result<WatchMessage>> {
         futures::StreamExt::next(self).await

@@ -131,7 +131,10 @@ impl Docker {
                 }]),
                 ..Default::default()
             }),
-            labels: Some(HashMap::from([(TEST_LABEL.to_owned(), "1".to_owned())])),
+            labels: Some(HashMap::from([(
+                TEST_LABEL.to_owned(),
+                crate::checkout().to_owned(),
+            )])),
             ..Default::default()
         };
         if let Err(e) = self.api.create_network(req).await {
@@ -152,7 +155,10 @@ impl Docker {
         let req = bollard::models::NetworkCreateRequest {
             name: name.into(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(TEST_LABEL.to_owned(), "1".to_owned())])),
+            labels: Some(HashMap::from([(
+                TEST_LABEL.to_owned(),
+                crate::checkout().to_owned(),
+            )])),
             ..Default::default()
         };
         self.api.create_network(req).await.expect("create network");
@@ -164,7 +170,7 @@ impl Docker {
         let mut req = GenericImage::new(TEST_IMAGE.0, TEST_IMAGE.1)
             .with_cmd(spec.args.clone())
             .with_container_name(spec.name.clone())
-            .with_label(TEST_LABEL, "1");
+            .with_label(TEST_LABEL, crate::checkout());
         if let Some(net) = &spec.network {
             req = req.with_network(net.clone());
         }
@@ -510,6 +516,7 @@ pub fn docker_cli(args: &[&str]) -> String {
 /// with `args` for its entry point. Tests use it to take the address a
 /// stopped container left, or to have a replacement ready at a known one.
 pub fn pinned_container(start: bool, name: &str, network: &str, ip: &str, args: &[&str]) {
+    let label = format!("{TEST_LABEL}={}", crate::checkout());
     let image = format!("{}:{}", TEST_IMAGE.0, TEST_IMAGE.1);
     let mut cli = if start {
         vec!["run", "-d"]
@@ -520,7 +527,7 @@ pub fn pinned_container(start: bool, name: &str, network: &str, ip: &str, args: 
         "--name",
         name,
         "--label",
-        "discovery-test=1",
+        &label,
         "--network",
         network,
         "--ip",

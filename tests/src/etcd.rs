@@ -189,7 +189,7 @@ impl EtcdCluster {
     async fn try_start(config: &EtcdConfig) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("etcd-test-")
-            .tempdir()
+            .tempdir_in(crate::scratch_dir())
             .expect("temp dir");
         let token = format!("tok-{:016x}", fastrand::u64(..));
         let scheme = if config.tls.is_some() {
@@ -454,10 +454,16 @@ impl EtcdCluster {
     }
 
     /// SIGSTOP member `i`: it keeps its sockets but answers nothing.
+    ///
+    /// Returns once every thread of the member has stopped: `kill` only
+    /// queues SIGSTOP, and on a busy machine etcd's other threads go on
+    /// serving requests until the thread that takes the signal is scheduled
+    /// and stops the group (a revoke answered 3 ms "after" the freeze).
     pub fn freeze(&mut self, i: usize) {
         if let Some(pid) = self.members[i].pid() {
             kill(pid, Signal::SIGSTOP).expect("SIGSTOP etcd");
             self.members[i].frozen = true;
+            wait_stopped(pid);
         }
     }
 
@@ -605,4 +611,34 @@ pub fn enable_auth(etcd: &EtcdCluster) {
     run(&["user", "add", &format!("sidekick:{SIDEKICK_PASSWORD}")]);
     run(&["user", "grant-role", "sidekick", "services-rw"]);
     run(&["auth", "enable"]);
+}
+
+/// Wait until every thread of `pid` is in the stopped state (`T` in
+/// `/proc/PID/task/*/stat`), with a deadline.
+fn wait_stopped(pid: Pid) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let tasks = format!("/proc/{pid}/task");
+    loop {
+        let running: Vec<String> = std::fs::read_dir(&tasks)
+            .map(|d| {
+                d.filter_map(|t| t.ok())
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                    .filter(|stat| {
+                        // The state follows the parenthesised command name.
+                        let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+                        !matches!(state, Some('T' | 't'))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd {pid} did not stop within 10 s of SIGSTOP: {} threads still running",
+            running.len()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

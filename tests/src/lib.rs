@@ -24,6 +24,23 @@ pub use proc::{Proc, bin_path};
 pub use raw::{RawEvent, RawWatch};
 pub use wait::{eventually, eventually_async};
 
+/// This checkout's workspace directory. Test containers carry it as the
+/// value of their [`docker::TEST_LABEL`] and test etcds keep their data under
+/// [`scratch_dir`], so `make sweep` removes this checkout's leftovers and
+/// never another run's.
+pub fn checkout() -> &'static str {
+    let tests = env!("CARGO_MANIFEST_DIR");
+    tests.strip_suffix("/tests").unwrap_or(tests)
+}
+
+/// A directory of this checkout's own under the system's temp dir, for
+/// etcd data dirs: `$TMPDIR/discovery-test<checkout with / as _>`.
+pub fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("discovery-test{}", checkout().replace('/', "_")));
+    std::fs::create_dir_all(&dir).expect("create the scratch dir");
+    dir
+}
+
 /// A key prefix unique to one test, so tests can share an etcd in parallel.
 pub fn unique_prefix(test: &str) -> String {
     format!("/t/{test}-{:08x}", fastrand::u32(..))

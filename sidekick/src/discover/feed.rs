@@ -1,12 +1,13 @@
 //! What an `--exec` child gets: the environment and snapshot built from
 //! watches (`watch --exec`) or from the config watch (`config --exec`).
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::sync::Arc;
 
 use anyhow::Context;
-use discovery::{Action, Client, ConfigOptions, Node, Prefix, WatchMessage, WatchOptions};
+use discovery::{
+    Action, Applied, Client, ConfigOptions, Node, Prefix, PrefixState, WatchMessage, WatchOptions,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -18,22 +19,25 @@ use crate::common::metrics::Metrics;
 struct Watched {
     prefix: Prefix,
     env: String,
-    nodes: BTreeMap<Vec<u8>, Node>,
-    revision: i64,
+    state: PrefixState,
 }
 
 fn input(watched: &[Watched]) -> ChildInput {
     let mut env = Vec::new();
     let mut prefixes = serde_json::Map::new();
-    let revision = watched.iter().map(|w| w.revision).max().unwrap_or(0);
+    let revision = watched
+        .iter()
+        .map(|w| w.state.revision())
+        .max()
+        .unwrap_or(0);
     for w in watched {
         env.push((
             w.env.clone(),
-            naming::env_value(w.nodes.values().map(Node::value)),
+            naming::env_value(w.state.nodes().map(Node::value)),
         ));
         let nodes: Vec<Value> = w
-            .nodes
-            .values()
+            .state
+            .nodes()
             .map(|n| {
                 let mut o = json!({"key": String::from_utf8_lossy(n.key()), "createdIndex": n.create_revision(), "modifiedIndex": n.mod_revision()});
                 match n.value_str() {
@@ -47,8 +51,8 @@ fn input(watched: &[Watched]) -> ChildInput {
             })
             .collect();
         let values: Vec<String> = w
-            .nodes
-            .values()
+            .state
+            .nodes()
             .map(|n| String::from_utf8_lossy(n.value()).into_owned())
             .collect();
         prefixes.insert(
@@ -84,20 +88,12 @@ pub async fn watch_feed(
     let mut handles = Vec::new();
     for (i, (p, env)) in named.iter().enumerate() {
         let (h, mut s) = client.watch_prefix(p.as_str(), opts.clone())?;
-        let snap = match s.recv().await {
-            Some(Ok(WatchMessage::Snapshot(snap))) => snap,
-            Some(Err(e)) => return Err(e.into()),
-            _ => anyhow::bail!("the watch of {p} ended before its first listing"),
-        };
+        let mut state = PrefixState::new();
+        state.apply(&WatchMessage::Snapshot(s.snapshot().await?));
         watched.push(Watched {
             prefix: p.clone(),
             env: env.clone(),
-            nodes: snap
-                .nodes()
-                .iter()
-                .map(|n| (n.key().to_vec(), n.clone()))
-                .collect(),
-            revision: snap.revision(),
+            state,
         });
         metrics.follow_watch(h.status());
         handles.push(h);
@@ -109,9 +105,8 @@ pub async fn watch_feed(
         let _handles = handles;
         let mut merged = futures::stream::select_all(streams);
         while let Some((i, msg)) = merged.next().await {
-            let e = match msg {
-                Ok(WatchMessage::Event(e)) => e,
-                Ok(_) => continue,
+            let msg = match msg {
+                Ok(m) => m,
                 Err(e) => {
                     let _ = tx
                         .send(Feed::Failed(
@@ -121,26 +116,18 @@ pub async fn watch_feed(
                     return;
                 }
             };
+            let WatchMessage::Event(e) = &msg else {
+                continue;
+            };
             metrics.event(e.action());
             if e.is_resync() {
                 metrics.watch_resyncs.inc();
             }
-            let w = &mut watched[i];
-            w.revision = w.revision.max(e.revision());
-            let trigger = match e.action() {
-                Action::Update => {
-                    // A heartbeat re-put: nothing a child needs to know.
-                    w.nodes.insert(e.key().to_vec(), e.node().clone());
-                    continue;
-                }
-                Action::Delete => {
-                    w.nodes.remove(e.key());
-                    on_delete
-                }
-                _ => {
-                    w.nodes.insert(e.key().to_vec(), e.node().clone());
-                    true
-                }
+            let trigger = match watched[i].state.apply(&msg) {
+                Applied::Changed(Action::Delete) => on_delete,
+                Applied::Changed(_) => true,
+                // A heartbeat re-put: nothing a child needs to know.
+                _ => continue,
             };
             let reason = format!("{} {}", e.action(), String::from_utf8_lossy(e.key()));
             let update = Feed::Update {

@@ -201,18 +201,12 @@ pub async fn watch(
     // The get lines first, in argument order.
     for s in &mut streams {
         let msg = tokio::select! {
-            m = s.recv() => m,
+            m = s.snapshot() => m,
             _ = shutdown.cancelled() => return Ok(0),
         };
-        match msg {
-            Some(Ok(WatchMessage::Snapshot(snap))) => {
-                if let Some(code) = done(out.line(envelope::get_line(&snap, &|_| None).as_bytes()))?
-                {
-                    return Ok(code);
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-            _ => return Ok(1),
+        let snap = msg?;
+        if let Some(code) = done(out.line(envelope::get_line(&snap, &|_| None).as_bytes()))? {
+            return Ok(code);
         }
     }
     if let Some(code) = done(out.flush())? {
