@@ -8,10 +8,9 @@
 //! lacks fails (strict undefined), so the old file stays, instead of
 //! writing `server 10.1.0.7:;`.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use discovery::{Action, Event, Node, Prefix, Snapshot};
+use discovery::{Node, Prefix, PrefixState};
 use serde_json::{Map, Value, json};
 
 /// Names a template cannot use for a prefix: the context's own keys and
@@ -19,55 +18,6 @@ use serde_json::{Map, Value, json};
 pub const RESERVED: &[&str] = &[
     "revision", "prefixes", "config", "loop", "true", "false", "none", "True", "False", "None",
 ];
-
-/// The keys under one watched prefix, folded from its snapshot and events.
-///
-/// Kept this small on purpose: it is the one place that would switch to a
-/// shared fold in the library.
-#[derive(Debug, Default)]
-pub struct PrefixNodes {
-    nodes: BTreeMap<Vec<u8>, Node>,
-    revision: i64,
-}
-
-impl PrefixNodes {
-    /// The state a watch's first message (or a resync) gives.
-    pub fn from_snapshot(s: &Snapshot) -> Self {
-        Self {
-            nodes: s
-                .nodes()
-                .iter()
-                .map(|n| (n.key().to_vec(), n.clone()))
-                .collect(),
-            revision: s.revision(),
-        }
-    }
-
-    /// Apply one event. Updates (same-value re-puts) are applied too: a
-    /// template may print `modifiedIndex`; the unchanged-rendering check
-    /// decides whether anything is written.
-    pub fn apply(&mut self, e: &Event) {
-        self.revision = self.revision.max(e.revision());
-        match e.action() {
-            Action::Delete => {
-                self.nodes.remove(e.key());
-            }
-            _ => {
-                self.nodes.insert(e.key().to_vec(), e.node().clone());
-            }
-        }
-    }
-
-    /// The revision of the last change seen.
-    pub fn revision(&self) -> i64 {
-        self.revision
-    }
-
-    /// The nodes, in key order, as template values.
-    pub fn to_json(&self) -> Value {
-        Value::Array(self.nodes.values().map(node_json).collect())
-    }
-}
 
 /// One node as the template sees it.
 pub fn node_json(n: &Node) -> Value {
@@ -164,12 +114,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// The whole context: `revision`, `prefixes` (prefix to nodes), each
 /// prefix under its name, and `config` when a config prefix is followed.
-pub fn build(watched: &[(Prefix, String, PrefixNodes)], config: Option<&Value>) -> Value {
+///
+/// Each prefix's state is the library's one fold ([`PrefixState`]), so
+/// render sees exactly what `--exec` and membership see.
+pub fn build(watched: &[(Prefix, String, PrefixState)], config: Option<&Value>) -> Value {
     let mut ctx = Map::new();
     let mut prefixes = Map::new();
     let mut revision = 0;
     for (p, name, nodes) in watched {
-        let list = nodes.to_json();
+        let list = Value::Array(nodes.nodes().map(node_json).collect());
         prefixes.insert(p.as_str().trim_end_matches('/').to_owned(), list.clone());
         ctx.insert(name.clone(), list);
         revision = revision.max(nodes.revision());

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use discovery::{Client, ConfigOptions, ConfigWatch, Prefix, WatchMessage, WatchOptions};
+use discovery::{
+    Applied, Client, ConfigOptions, ConfigWatch, Prefix, PrefixState, WatchMessage, WatchOptions,
+};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,7 +32,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::context::PrefixNodes;
 use self::reload::Reload;
 use self::template::Templates;
 use self::write::{Check, Outcome, Owner, Target};
@@ -378,7 +379,9 @@ async fn once(plan: &mut Plan, client: &Client, counters: &Counters) -> anyhow::
             .get_prefix(p.as_str())
             .await
             .with_context(|| format!("cannot list {p}"))?;
-        state.push((p.clone(), name.clone(), PrefixNodes::from_snapshot(&snap)));
+        let mut st = PrefixState::new();
+        st.apply(&WatchMessage::Snapshot(snap));
+        state.push((p.clone(), name.clone(), st));
     }
     let cfg = match &plan.config {
         Some(p) => Some(read_config(client, p).await?.current()),
@@ -411,12 +414,13 @@ async fn follow(
             m = s.recv() => m,
             _ = shutdown.cancelled() => return Ok(0),
         };
-        let snap = match first {
-            Some(Ok(WatchMessage::Snapshot(snap))) => snap,
+        let mut st = PrefixState::new();
+        match first {
+            Some(Ok(m @ WatchMessage::Snapshot(_))) => st.apply(&m),
             Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot watch {p}"))),
             _ => anyhow::bail!("the watch of {p} ended before its first listing"),
         };
-        state.push((p.clone(), name.clone(), PrefixNodes::from_snapshot(&snap)));
+        state.push((p.clone(), name.clone(), st));
         metrics.follow_watch(h.status());
         handles.push(h);
         streams.push(s.map(move |m| (i, m)));
@@ -453,19 +457,21 @@ async fn follow(
             biased;
             _ = shutdown.cancelled() => return Ok(0),
             msg = merged.next(), if !handles.is_empty() => match msg {
-                Some((i, Ok(WatchMessage::Event(e)))) => {
-                    metrics.event(e.action());
-                    if e.is_resync() {
-                        metrics.watch_resyncs.inc();
+                Some((i, Ok(m))) => {
+                    if let WatchMessage::Event(e) = &m {
+                        metrics.event(e.action());
+                        if e.is_resync() {
+                            metrics.watch_resyncs.inc();
+                        }
                     }
-                    state[i].2.apply(&e);
-                    changed = true;
+                    // An update (same value written again) renders too: a
+                    // template may print modifiedIndex; an unchanged
+                    // rendering writes nothing.
+                    changed = matches!(
+                        state[i].2.apply(&m),
+                        Applied::Snapshot | Applied::Changed(_) | Applied::Unchanged
+                    );
                 }
-                Some((i, Ok(WatchMessage::Snapshot(s)))) => {
-                    state[i].2 = PrefixNodes::from_snapshot(&s);
-                    changed = true;
-                }
-                Some((_, Ok(_))) => {}
                 Some((i, Err(e))) => {
                     return Err(anyhow::Error::new(e).context(format!("the watch of {} failed", state[i].0)));
                 }
