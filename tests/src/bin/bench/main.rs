@@ -2,7 +2,7 @@
 //! its peer in one run.
 //!
 //! ```text
-//! bench [--out BENCHMARKS.md] [--quick] [--only P5|agents]
+//! bench [--out BENCHMARKS.md] [--quick] [--only P5|agents|render]
 //! bench --storm-to ENDPOINT COUNT
 //! ```
 //!
@@ -14,6 +14,7 @@ mod cost;
 mod get;
 mod peer;
 mod procfs;
+mod render;
 mod report;
 mod stats;
 mod stream;
@@ -34,7 +35,7 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P5|agents]\n       bench --storm-to ENDPOINT COUNT";
+const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P5|agents|render]\n       bench --storm-to ENDPOINT COUNT";
 
 /// Anything this tool does not know stops it before it starts etcd and
 /// Docker work that takes minutes (`--help` included: this is the help).
@@ -45,7 +46,12 @@ fn check_usage(args: &[String]) {
         match args[i].as_str() {
             "--quick" => i += 1,
             "--out" if i + 1 < args.len() => i += 2,
-            "--only" if matches!(args.get(i + 1).map(String::as_str), Some("P5" | "agents")) => {
+            "--only"
+                if matches!(
+                    args.get(i + 1).map(String::as_str),
+                    Some("P5" | "agents" | "render")
+                ) =>
+            {
                 i += 2
             }
             "--storm-to" if args.len() == 3 && i == 0 && args[2].parse::<u64>().is_ok() => i += 3,
@@ -144,6 +150,19 @@ async fn main() {
                 t.replay[w].iter().map(|r| r.round()).collect::<Vec<_>>()
             );
         }
+        return;
+    }
+    if only.as_deref() == Some("render") {
+        // discover render: an etcd change until nginx serves it (--wait 0).
+        let s = render::run(&etcd, if quick { 10 } else { 200 }).await;
+        println!(
+            "render: etcd change -> nginx serving the new upstream: p50 {} ms, p99 {} ms (n={}, min {}, max {})",
+            stats::num(s.p50),
+            stats::num(s.p99),
+            s.n,
+            stats::num(s.min),
+            stats::num(s.max)
+        );
         return;
     }
     let docker = Docker::connect().await;
