@@ -640,3 +640,86 @@ fn make_install_installs_the_example_and_its_unit_verifies() {
         "systemd-analyze verify web-lb.service:\n{said}"
     );
 }
+
+#[test]
+fn bad_input_exits_2_before_any_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("t.j2"), "x\n").unwrap();
+    let t = format!("{d}/t.j2:{d}/out");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--template".into(), format!("{d}/none.j2:{d}/out")],
+            "cannot read the template",
+        ),
+        (
+            vec!["--template".into(), format!("{d}/t.j2:{d}/no/such/dir/out")],
+            "does not exist",
+        ),
+        (
+            vec!["--template".into(), format!("{t}:rw")],
+            "not an octal mode",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--check-cmd".into(),
+                "nginx -t".into(),
+            ],
+            "does not name the new file",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--reload-cmd".into(),
+                "no-such-cmd-here x".into(),
+            ],
+            "not an executable file",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--owner".into(),
+                "no-such-user-here".into(),
+            ],
+            "there is no user",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--wait".into(),
+                "2s:1s".into(),
+            ],
+            "shorter than MIN",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--watch".into(),
+                "config=/x".into(),
+            ],
+            "taken by the template context",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["render".to_owned()];
+        if !args.iter().any(|a| a == "--watch") {
+            all.extend(["--watch".to_owned(), "/services/web".to_owned()]);
+        }
+        all.extend(args);
+        let out = Proc::command("discover")
+            .env("ETCDCTL_ENDPOINTS", "http://127.0.0.1:9")
+            .args(&all)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(err.contains(want), "{all:?}: want {want:?} in {err}");
+        assert!(!dir.path().join("out").exists());
+    }
+}

@@ -242,7 +242,15 @@ impl Plan {
         let check = a
             .check_cmd
             .as_deref()
-            .map(|c| split_cmd("--check-cmd", c))
+            .map(|c| {
+                let argv = split_cmd("--check-cmd", c)?;
+                if !argv.iter().any(|w| w.contains("{{src}}") || w.contains("{{ src }}")) {
+                    return Err(usage(format!(
+                        "--check-cmd {c:?} does not name the new file: write {{{{src}}}} where its path goes, such as \"nginx -t -c {{{{src}}}}\" (without it the check would read the old file)"
+                    )));
+                }
+                Ok(argv)
+            })
             .transpose()?
             .map(|argv| Check {
                 argv,

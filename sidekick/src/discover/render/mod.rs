@@ -116,7 +116,9 @@ async fn once(plan: &mut Plan, client: &Client, counters: &Counters) -> anyhow::
     };
     let ctx = context::build(&state, cfg.as_deref());
     let mut shown = vec![None; plan.targets.len()];
-    let failures = round(plan, &ctx, counters, &mut shown).await?;
+    let Some(failures) = round(plan, &ctx, counters, &mut shown).await? else {
+        return Ok(0);
+    };
     if failures.is_empty() {
         Ok(0)
     } else {
@@ -165,13 +167,13 @@ async fn follow(
     let mut shown = vec![None; plan.targets.len()];
     let mut pending: Option<(Instant, Instant)> = None;
     let cfg_now = cfg_values.as_mut().map(|v| v.borrow_and_update().clone());
-    round(
-        &mut plan,
-        &context::build(&state, cfg_now.as_deref()),
-        counters,
-        &mut shown,
-    )
-    .await?;
+    let ctx = context::build(&state, cfg_now.as_deref());
+    if round(&mut plan, &ctx, counters, &mut shown)
+        .await?
+        .is_none()
+    {
+        return Ok(0);
+    }
     info!(
         templates = plan.targets.len(),
         prefixes = plan.watched.len(),
@@ -215,7 +217,9 @@ async fn follow(
                 pending = None;
                 let cfg_now = cfg_values.as_mut().map(|v| v.borrow_and_update().clone());
                 let ctx = context::build(&state, cfg_now.as_deref());
-                let failures = round(&mut plan, &ctx, counters, &mut shown).await?;
+                let Some(failures) = round(&mut plan, &ctx, counters, &mut shown).await? else {
+                    return Ok(0);
+                };
                 if !failures.is_empty() {
                     debug!(failures = failures.len(), "kept the old files; waiting for the next change");
                 }
@@ -253,14 +257,14 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Render every template with `ctx`, install the changed ones, and reload
-/// once if any changed. Returns what failed (already logged); an error
-/// only when stdout is gone in --dry-run.
+/// once if any changed. Returns what failed (already logged), or `None`
+/// when --dry-run's stdout was closed (`| head`: exit 0).
 async fn round(
     plan: &mut Plan,
     ctx: &Value,
     counters: &Counters,
     shown: &mut [Option<String>],
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Option<Vec<String>>> {
     let mut failures = Vec::new();
     let mut written = Vec::new();
     let many = plan.targets.len() > 1;
@@ -286,8 +290,13 @@ async fn round(
                     .write_all(head.as_bytes())
                     .and_then(|()| out.write_all(text.as_bytes()))
                     .and_then(|()| out.flush());
-                if let Err(e) = r {
-                    return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+                match r {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        debug!("stdout closed; exiting");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e).context("cannot write to stdout")),
                 }
                 shown[i] = Some(text);
             }
@@ -333,5 +342,5 @@ async fn round(
             }
         }
     }
-    Ok(failures)
+    Ok(Some(failures))
 }
