@@ -87,6 +87,16 @@ async fn metric(port: u16, series: &str) -> u64 {
     .unwrap()
 }
 
+/// Wait until a counter reaches at least `at_least`.
+async fn wait_metric(port: u16, series: &str, at_least: u64) {
+    eventually_async(
+        Duration::from_secs(30),
+        format!("{series} to reach {at_least}"),
+        || async { (metric(port, series).await >= at_least).then_some(()) },
+    )
+    .await;
+}
+
 const RELOADS_OK: &str = "discover_render_reloads_total{outcome=\"ok\"}";
 const CHECK_FAILED: &str = "discover_render_templates_total{outcome=\"check_failed\"}";
 const RENDER_FAILED: &str = "discover_render_templates_total{outcome=\"render_failed\"}";
@@ -260,6 +270,9 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
     c.delete(&format!("{prefix}/web/3")).await.unwrap();
     lb.wait_serving(&ports[..2], "nginx to stop sending to web/3")
         .await;
+    // nginx may serve the new config a moment before discover counts the
+    // reload (the reload command returns after the signal).
+    wait_metric(lb.metrics, RELOADS_OK, base + 1).await;
     assert_eq!(
         metric(lb.metrics, RELOADS_OK).await,
         base + 1,
@@ -277,6 +290,7 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
     .unwrap();
     lb.wait_serving(&[ports[0], ports[1], ports[3]], "web/4 to get traffic")
         .await;
+    wait_metric(lb.metrics, RELOADS_OK, base + 2).await;
     assert_eq!(
         metric(lb.metrics, RELOADS_OK).await,
         base + 2,
@@ -571,7 +585,7 @@ async fn once_and_dry_run() {
         &etcd,
         &[
             base.as_slice(),
-            &["--once", "--check-cmd", "sh -c 'echo nope >&2; exit 3'"],
+            &["--once", "--check-cmd", "sh -c 'echo nope: $0 >&2; exit 3' {{src}}"],
         ]
         .concat(),
     ));
