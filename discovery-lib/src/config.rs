@@ -14,12 +14,12 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::connect::Client;
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::key::Prefix;
 use crate::node::WatchMessage;
 use crate::state::{Applied, PrefixState};
-use crate::watch::{WatchHandle, WatchOptions};
+use crate::watch::{Scope, WatchHandle, WatchOptions};
 
 /// Options for [`Client::config_with`].
 #[derive(Clone, Debug, Default)]
@@ -92,106 +92,76 @@ impl<T> ConfigWatch<T> {
     }
 }
 
-impl Client {
-    /// Follow the configuration under `prefix` as a `T`.
-    ///
-    /// Returns once the current configuration has been read; fails if it
-    /// does not deserialize. Later updates that do not deserialize keep the
-    /// last good value and are reported through [`ConfigWatch::next_error`]
-    /// and a `warn!`. All keys written in one transaction apply together.
-    ///
-    /// ```no_run
-    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
-    /// #[derive(serde::Deserialize, Debug)]
-    /// struct Web { port: u16, greeting: String }
-    /// let cfg = client.config::<Web>("/config/web").await?;
-    /// let mut values = cfg.values();
-    /// loop {
-    ///     println!("config: {:?}", values.borrow_and_update());
-    ///     if values.changed().await.is_err() { break }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn config<T>(&self, prefix: &str) -> Result<ConfigWatch<T>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        self.config_with(prefix, ConfigOptions::new(), |_: &T| Ok(()))
-            .await
-    }
-
-    /// [`Client::config`] with options and a validation step: an update
-    /// that deserializes but fails `validate` is rejected the same way.
-    pub async fn config_with<T, V>(
-        &self,
-        prefix: &str,
-        options: ConfigOptions,
-        validate: V,
-    ) -> Result<ConfigWatch<T>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-        V: Fn(&T) -> std::result::Result<(), String> + Send + 'static,
-    {
-        let mut wopts = WatchOptions::new().with_progress_marks(true);
-        wopts.include_self = true;
-        let (handle, mut stream) = self.watch_prefix(prefix, wopts)?;
-        let prefix = handle.prefix().clone();
-        let mut state = PrefixState::new();
-        state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
-        state.take_changed();
-        let raw = options.raw_values;
-        let (first, mut last_doc) = decode::<T, V>(&prefix, &state, raw, &validate)?;
-        let (tx, rx) = watch::channel(Arc::new(first));
-        let (err_tx, err_rx) = mpsc::channel(16);
-        let task_prefix = prefix.clone();
-        tokio::spawn(async move {
-            let prefix = task_prefix;
-            loop {
-                let msg = tokio::select! {
-                    // Nobody is left to read the configuration.
-                    _ = tx.closed() => break,
-                    m = stream.recv() => match m {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(prefix = %prefix, error = %e, "config watch failed");
-                        let _ = err_tx.try_send(e);
-                        break;
-                    }
-                };
-                // All keys of one transaction apply together, at the
-                // progress mark that ends it.
-                let Applied::Progress(revision) = state.apply(&msg) else {
-                    continue;
-                };
-                if !state.take_changed() {
-                    continue;
+/// [`Client::config_with`].
+pub(crate) async fn follow<T, V>(
+    client: &Client,
+    prefix: &str,
+    options: ConfigOptions,
+    validate: V,
+) -> Result<ConfigWatch<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+    V: Fn(&T) -> std::result::Result<(), String> + Send + 'static,
+{
+    let mut wopts = WatchOptions::new().with_progress_marks(true);
+    wopts.scope = Scope::SelfAndDir;
+    let (handle, mut stream) = client.watch_prefix(prefix, wopts)?;
+    let prefix = handle.prefix().clone();
+    let mut state = PrefixState::new();
+    state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
+    state.take_changed();
+    let raw = options.raw_values;
+    let (first, mut last_doc) = decode::<T, V>(&prefix, &state, raw, &validate)?;
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let (err_tx, err_rx) = mpsc::channel(16);
+    let task_prefix = prefix.clone();
+    tokio::spawn(async move {
+        let prefix = task_prefix;
+        loop {
+            let msg = tokio::select! {
+                // Nobody is left to read the configuration.
+                _ = tx.closed() => break,
+                m = stream.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(prefix = %prefix, error = %e, "config watch failed");
+                    let _ = err_tx.try_send(e);
+                    break;
                 }
-                match decode::<T, V>(&prefix, &state, raw, &validate) {
-                    Ok((value, doc)) => {
-                        if doc != last_doc {
-                            info!(prefix = %prefix, revision, "config updated");
-                            last_doc = doc;
-                            tx.send_replace(Arc::new(value));
-                        }
+            };
+            // All keys of one transaction apply together, at the
+            // progress mark that ends it.
+            let Applied::Progress(revision) = state.apply(&msg) else {
+                continue;
+            };
+            if !state.take_changed() {
+                continue;
+            }
+            match decode::<T, V>(&prefix, &state, raw, &validate) {
+                Ok((value, doc)) => {
+                    if doc != last_doc {
+                        info!(prefix = %prefix, revision, "config updated");
+                        last_doc = doc;
+                        tx.send_replace(Arc::new(value));
                     }
-                    Err(e) => {
-                        warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
-                        let _ = err_tx.try_send(e);
-                    }
+                }
+                Err(e) => {
+                    warn!(prefix = %prefix, revision, error = %e, "config update rejected; keeping the last good value");
+                    let _ = err_tx.try_send(e);
                 }
             }
-        });
-        Ok(ConfigWatch {
-            values: rx,
-            errors: err_rx,
-            handle,
-        })
-    }
+        }
+    });
+    Ok(ConfigWatch {
+        values: rx,
+        errors: err_rx,
+        handle,
+    })
 }
 
 fn decode<T, V>(

@@ -1,11 +1,12 @@
-//! Connection options shared by the library and both tools, and the
-//! [`Client`] handle.
+//! Connection options shared by the library and both tools: endpoints,
+//! TLS, credentials and timeouts, checked before any I/O; and `connect`,
+//! which makes a [`Client`] and proves etcd answers.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Class, Error, Result, classify};
+use crate::client::Client;
+use crate::error::{Class, Error, Result, chain, classify};
 use crate::pool::Pool;
 use crate::retry::Backoff;
 
@@ -342,10 +343,7 @@ impl ConnectOptions {
         let urls = self.validate()?;
         let joined = urls.join(", ");
         let opts = self.client_options()?;
-        let client = Client {
-            pool: Arc::new(Pool::new(urls.clone(), opts)),
-            timeout: self.request_timeout,
-        };
+        let client = Client::new(Pool::new(urls.clone(), opts), self.request_timeout);
         let status = client
             .call("status", |c| {
                 let mut m = c.maintenance();
@@ -451,23 +449,6 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>> {
     })
 }
 
-/// An error and all its sources, joined with `: `, without repeats.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = match err.downcast_ref::<etcd_client::Error>() {
-            Some(etcd_client::Error::GRpcStatus(st)) => st.message().to_owned(),
-            _ => err.to_string(),
-        };
-        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
-}
-
 /// Turn `host:port`, `http://host:port` or `https://host:port` into a full URL.
 fn normalize_endpoint(ep: &str, tls: bool) -> Result<String> {
     let bad = |reason: String| Error::InvalidEndpoint {
@@ -528,38 +509,6 @@ fn normalize_endpoint(ep: &str, tls: bool) -> Result<String> {
         }
     }
     Ok(format!("{scheme}://{authority}"))
-}
-
-/// A connected etcd client. Cheap to clone; clones share one connection
-/// per member (see the `pool` module for how members are chosen).
-#[derive(Clone)]
-pub struct Client {
-    pool: Arc<Pool>,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoints", &self.pool.urls())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Client {
-    /// The endpoint URLs this client spreads its requests over.
-    pub fn endpoints(&self) -> &[String] {
-        self.pool.urls()
-    }
-
-    /// The request timeout from [`ConnectOptions::with_request_timeout`].
-    pub fn request_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
-    }
 }
 
 #[cfg(test)]

@@ -171,9 +171,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Stopped(_) => true,
-            Error::Request { source, .. } => {
-                matches!(classify(&source.0), Class::Transient | Class::LeaseNotFound)
-            }
+            Error::Request { source, .. } => matches!(
+                classify(&source.0),
+                Class::Unavailable | Class::Transient | Class::StaleToken | Class::LeaseNotFound
+            ),
             _ => false,
         }
     }
@@ -198,13 +199,32 @@ impl Error {
     }
 }
 
+/// What an etcd failure means to the loops that retry. [`classify`] and
+/// [`classify_cancel`] are the only places that read etcd's wording; every
+/// loop (requests, the prefix watch, the registration) acts on this.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub(crate) enum Class {
+    /// The member could not be asked or could not serve (no connection, no
+    /// leader, stopping): another member may.
+    Unavailable,
+    /// Anything else worth retrying later (a timeout, an aborted request).
     Transient,
+    /// etcd no longer knows our auth token (it restarted, or the token's
+    /// TTL passed): authenticate again and retry, as often as it happens.
+    StaleToken,
+    /// etcd says the user may not do this. etcd 3.4 also cancels a watch
+    /// made with a forgotten token this way, so a watch retries once with a
+    /// fresh token; a second refusal is real.
     PermissionDenied,
+    /// The credentials themselves were refused.
     Unauthenticated,
+    /// The lease expired or was revoked.
     LeaseNotFound,
+    /// The revision asked for was compacted away.
     Compacted,
+    /// The revision asked for is newer than etcd's.
+    FutureRevision,
+    /// A request etcd will never accept as it is.
     Fatal,
 }
 
@@ -224,21 +244,81 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Class {
             let msg = s.message();
             match s.code() {
                 Code::PermissionDenied => Class::PermissionDenied,
-                Code::Unauthenticated if msg.contains("invalid auth token") => Class::Transient,
+                // etcd's ErrGRPCInvalidAuthToken and ErrGRPCAuthOldRevision.
+                Code::Unauthenticated | Code::InvalidArgument if stale_token(msg) => {
+                    Class::StaleToken
+                }
                 Code::Unauthenticated => Class::Unauthenticated,
-                Code::NotFound if msg.contains("lease not found") => Class::LeaseNotFound,
+                // etcd answers NotFound only for a lease (a missing key is
+                // an empty range, not an error).
+                Code::NotFound => Class::LeaseNotFound,
+                // ErrGRPCCompacted and ErrGRPCFutureRev share OutOfRange.
                 Code::OutOfRange if msg.contains("compacted") => Class::Compacted,
+                Code::OutOfRange if msg.contains("future revision") => Class::FutureRevision,
                 Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => Class::Fatal,
-                // Unavailable (no leader, connection refused, member
-                // stopping), DeadlineExceeded, Unknown (transport), Aborted,
-                // ResourceExhausted, Internal, Cancelled: try again.
+                Code::Unavailable => Class::Unavailable,
+                // tonic reports a connection that could not be made or broke
+                // as Unknown with the transport's words.
+                Code::Unknown if transport_words(msg) => Class::Unavailable,
+                // DeadlineExceeded, Aborted, ResourceExhausted, Internal,
+                // Cancelled: try again.
                 _ => Class::Transient,
             }
         }
+        E::TransportError(_) | E::IoError(_) => Class::Unavailable,
         E::LeaseKeepAliveError(m) if m.contains("lease not found") => Class::LeaseNotFound,
         E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) | E::Utf8Error(_) => {
             Class::Fatal
         }
+        e if transport_words(&chain(e)) => Class::Unavailable,
         _ => Class::Transient,
     }
 }
+
+/// What etcd means by cancelling a watch (`WatchResponse::cancel_reason`,
+/// a status rendered as text: no code to go by).
+pub(crate) fn classify_cancel(reason: &str) -> Class {
+    if stale_token(reason) {
+        Class::StaleToken
+    } else if reason.contains("permission denied") {
+        Class::PermissionDenied
+    } else if reason.contains("compacted") {
+        Class::Compacted
+    } else {
+        // A member that lost its leader, or is stopping: elsewhere.
+        Class::Unavailable
+    }
+}
+
+fn stale_token(msg: &str) -> bool {
+    msg.contains("invalid auth token") || msg.contains("revision of auth store is old")
+}
+
+fn transport_words(msg: &str) -> bool {
+    let m = msg.to_lowercase();
+    m.contains("tcp connect error")
+        || m.contains("connection refused")
+        || m.contains("error trying to connect")
+        || m.contains("transport error")
+}
+
+/// An error and all its sources, joined with `: `, without repeats (tonic
+/// and hyper repeat their causes in their own messages). For a gRPC status,
+/// its message without tonic's decoration.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = match err.downcast_ref::<etcd_client::Error>() {
+            Some(etcd_client::Error::GRpcStatus(st)) => st.message().to_owned(),
+            _ => err.to_string(),
+        };
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+pub(crate) use error_chain as chain;

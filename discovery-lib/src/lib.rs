@@ -57,12 +57,12 @@
 //! logs through `tracing` and leaves both to the binary.
 #![deny(missing_docs)]
 
+mod client;
 mod config;
 mod connect;
 mod duration;
 mod error;
 mod key;
-mod kv;
 mod members;
 mod node;
 mod pool;
@@ -72,10 +72,11 @@ mod state;
 mod tls_probe;
 mod watch;
 
+pub use client::Client;
 pub use config::{ConfigOptions, ConfigWatch};
-pub use connect::{Client, ConnectOptions, DEFAULT_ENDPOINT, Password};
+pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password};
 pub use duration::parse_duration;
-pub use error::{Error, RequestError, Result};
+pub use error::{Error, RequestError, Result, error_chain};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};
 pub use members::Membership;
 pub use node::{Action, Event, LeaseId, Node, Snapshot, WatchMessage};

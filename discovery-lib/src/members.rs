@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::connect::Client;
+use crate::client::Client;
 use crate::error::Result;
 use crate::node::WatchMessage;
 use crate::state::{Applied, PrefixState};
@@ -69,57 +69,37 @@ impl Membership {
     }
 }
 
-impl Client {
-    /// Follow the members under `prefix`.
-    ///
-    /// Waits for the first listing, then returns a receiver whose value
-    /// changes only on a **set** or a **delete**, never on an update (a
-    /// same-value re-put) or a lease keep-alive. Built on
-    /// [`Client::watch_prefix`], so it resumes after disconnects and resyncs
-    /// after compaction. The background task ends when every receiver is
-    /// dropped, or on a permanent error (logged; the receiver then reports
-    /// the sender closed).
-    ///
-    /// ```no_run
-    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
-    /// let mut members = client.members("/services/memcached").await?;
-    /// loop {
-    ///     println!("memcached: {:?}", members.borrow_and_update().values_lossy());
-    ///     if members.changed().await.is_err() { break }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn members(&self, prefix: &str) -> Result<watch::Receiver<Membership>> {
-        let (handle, mut stream) =
-            self.watch_prefix(prefix, WatchOptions::new().with_progress_marks(true))?;
-        let mut state = PrefixState::new();
-        state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
-        state.take_changed();
-        let (tx, rx) = watch::channel(Membership::of(&state));
-        let prefix = handle.prefix().clone();
-        tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = tx.closed() => break,
-                    m = stream.recv() => m,
-                };
-                match msg {
-                    // Changes of one revision (a transaction) are published
-                    // together, at the progress mark that ends them.
-                    Some(Ok(m)) => {
-                        if matches!(state.apply(&m), Applied::Progress(_)) && state.take_changed() {
-                            tx.send_replace(Membership::of(&state));
-                        }
+/// [`Client::members`].
+pub(crate) async fn follow(client: &Client, prefix: &str) -> Result<watch::Receiver<Membership>> {
+    let (handle, mut stream) =
+        client.watch_prefix(prefix, WatchOptions::new().with_progress_marks(true))?;
+    let mut state = PrefixState::new();
+    state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
+    state.take_changed();
+    let (tx, rx) = watch::channel(Membership::of(&state));
+    let prefix = handle.prefix().clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = tx.closed() => break,
+                m = stream.recv() => m,
+            };
+            match msg {
+                // Changes of one revision (a transaction) are published
+                // together, at the progress mark that ends them.
+                Some(Ok(m)) => {
+                    if matches!(state.apply(&m), Applied::Progress(_)) && state.take_changed() {
+                        tx.send_replace(Membership::of(&state));
                     }
-                    Some(Err(e)) => {
-                        warn!(prefix = %prefix, error = %e, "membership watch failed");
-                        break;
-                    }
-                    None => break,
                 }
+                Some(Err(e)) => {
+                    warn!(prefix = %prefix, error = %e, "membership watch failed");
+                    break;
+                }
+                None => break,
             }
-            handle.cancel();
-        });
-        Ok(rx)
-    }
+        }
+        handle.cancel();
+    });
+    Ok(rx)
 }

@@ -22,8 +22,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::connect::{Client, chain};
-
 /// How long a member that failed is tried only after the others.
 const AVOID_FOR: Duration = Duration::from_secs(10);
 
@@ -75,7 +73,7 @@ impl Pool {
 
     /// The members to try for one call: in turn from a moving start, the
     /// ones to avoid last (those that may come back soonest first).
-    fn order(&self) -> Vec<usize> {
+    pub(crate) fn order(&self) -> Vec<usize> {
         let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
@@ -84,7 +82,7 @@ impl Pool {
         order
     }
 
-    async fn conn(&self, i: usize) -> Result<Conn, etcd_client::Error> {
+    pub(crate) async fn conn(&self, i: usize) -> Result<Conn, etcd_client::Error> {
         let mut slot = self.members[i].conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(Conn(c.clone()));
@@ -107,7 +105,7 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + AVOID_FOR);
     }
 
-    fn trust(&self, i: usize) {
+    pub(crate) fn trust(&self, i: usize) {
         let mut until = self.members[i]
             .avoid_until
             .lock()
@@ -142,119 +140,5 @@ impl Conn {
 
     pub(crate) fn maintenance(&self) -> etcd_client::MaintenanceClient {
         self.0.maintenance_client()
-    }
-}
-
-/// Whether `e` says the member could not be asked, or could not serve the
-/// request (no connection, no leader): another member may.
-fn member_unavailable(e: &etcd_client::Error) -> bool {
-    if let etcd_client::Error::GRpcStatus(s) = e {
-        if s.code() == tonic::Code::Unavailable {
-            return true;
-        }
-    }
-    let text = chain(e).to_lowercase();
-    text.contains("tcp connect error")
-        || text.contains("connection refused")
-        || text.contains("error trying to connect")
-        || text.contains("transport error")
-}
-
-fn no_answer(op: &str, within: Duration) -> etcd_client::Error {
-    etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded(format!(
-        "no answer to {op} within {within:?}"
-    )))
-}
-
-impl Client {
-    /// Send one request, bounded by the request timeout, moving on to
-    /// another member when the one picked does not answer.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        op: &'static str,
-        request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_within(op, self.request_timeout(), request).await
-    }
-
-    /// [`Client::call`] with a tighter bound than the request timeout, for
-    /// loops that must leave a frozen member in time (a keep-alive loop
-    /// waits at most one interval).
-    pub(crate) async fn call_within<T, F, Fut>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_on(op, limit, request).await.map(|(v, _)| v)
-    }
-
-    /// [`Client::call_within`], also saying which member answered: a stream
-    /// opened this way lives on that member, and its owner marks it to
-    /// avoid ([`Pool::avoid`]) when the stream goes silent.
-    ///
-    /// With several members, one attempt may use at most half the limit,
-    /// so that a member that does not answer leaves time to ask another. A
-    /// request that got no answer may have been applied all the same: sent
-    /// again, a put of the same value is an `update`, a second revoke finds
-    /// no lease; every caller here tolerates that.
-    pub(crate) async fn call_on<T, F, Fut>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        mut request: F,
-    ) -> Result<(T, usize), etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let pool = self.pool();
-        let limit = limit.min(self.request_timeout());
-        let deadline = Instant::now() + limit;
-        let n = pool.urls().len();
-        let per_try = if n > 1 { limit / 2 } else { limit };
-        let mut last = None;
-        // Every member in turn; around again while time remains, since a
-        // member that refuses connections fails at once.
-        for i in pool.order().into_iter().cycle().take(3 * n) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let until = deadline.min(now + per_try);
-            let attempt = async {
-                let conn = pool.conn(i).await?;
-                request(conn).await
-            };
-            match tokio::time::timeout_at(until, attempt).await {
-                Ok(Ok(v)) => {
-                    pool.trust(i);
-                    return Ok((v, i));
-                }
-                Ok(Err(e)) if member_unavailable(&e) => {
-                    pool.avoid(i, op, &chain(&e));
-                    last = Some(e);
-                }
-                // An answer (a refusal, a compaction, an expired lease): the
-                // member works, and another would say the same.
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    pool.avoid(i, op, "no answer in time");
-                    last = Some(no_answer(op, until - now));
-                }
-            }
-            if n == 1 {
-                break;
-            }
-        }
-        Err(last.unwrap_or_else(|| no_answer(op, limit)))
     }
 }

@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::connect::Client;
+use crate::client::Client;
 use crate::error::{Class, Error, Result, classify};
 use crate::key::validate_key;
-use crate::node::LeaseId;
+use crate::node::{Action, LeaseId, WatchMessage};
 use crate::retry::Backoff;
+use crate::watch::{Scope, WatchOptions, WatchStream};
 
 /// The shortest TTL etcd honours with its default election timeout (1 s):
 /// it raises anything shorter to this.
@@ -29,6 +30,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
 /// The shortest keep-alive interval accepted: anything faster only loads
 /// etcd (the lease is not any safer for it).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The key watch asks etcd for progress only after this long without a
+/// message: in effect never (see `open_key_watch`).
+const KEY_WATCH_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Options for [`Client::register`].
 #[derive(Clone, Debug)]
@@ -176,74 +181,45 @@ pub struct Registration {
     task: Option<JoinHandle<()>>,
 }
 
-impl Client {
-    /// Register `key = value` under a lease of `options.ttl()`.
-    ///
-    /// Returns at once; the work happens in the background on the current
-    /// tokio runtime, retrying forever while etcd is unreachable. Watch
-    /// [`Registration::state`] or await [`Registration::wait_registered`].
-    ///
-    /// ```no_run
-    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
-    /// use std::time::Duration;
-    /// use discovery::RegisterOptions;
-    /// let reg = client.register("/services/api/1", "10.1.0.7:8080", RegisterOptions::new(Duration::from_secs(8)))?;
-    /// reg.wait_registered().await?;
-    /// // ... serve ...
-    /// reg.deregister().await?; // revokes the lease: the key is gone at once
-    /// # Ok(()) }
-    /// ```
-    pub fn register(
-        &self,
-        key: &str,
-        value: impl Into<Vec<u8>>,
-        options: RegisterOptions,
-    ) -> Result<Registration> {
-        self.spawn_registration(key, Desired::Value(value.into()), options)
-    }
-
-    /// A registration that starts withdrawn: nothing is written until
-    /// [`Registration::set_value`] is called. The sidekick uses this while
-    /// its container is not running yet.
-    pub fn registration(&self, key: &str, options: RegisterOptions) -> Result<Registration> {
-        self.spawn_registration(key, Desired::Withdrawn, options)
-    }
-
-    fn spawn_registration(
-        &self,
-        key: &str,
-        desired: Desired,
-        options: RegisterOptions,
-    ) -> Result<Registration> {
-        validate_key(key)?;
-        options.validate()?;
-        let (desired_tx, desired_rx) = watch::channel(desired);
-        let (state_tx, state_rx) = watch::channel(RegistrationState::Starting);
-        let actor = Actor {
-            client: self.clone(),
-            key: key.to_owned(),
-            ttl: options.ttl,
-            interval: options.interval(),
-            adopt: options.adopt,
-            desired: desired_rx,
-            state: state_tx,
-            lease: None,
-            written: None,
-            keeper: None,
-            key_watch: None,
-            key_watch_retry: None,
-            backoff: Backoff::for_registration(),
-            retry_at: None,
-            failing_since: None,
-        };
-        let task = tokio::spawn(actor.run());
-        Ok(Registration {
-            key: key.to_owned(),
-            desired: desired_tx,
-            state: state_rx,
-            task: Some(task),
-        })
-    }
+/// Start the actor behind [`Client::register`] and [`Client::registration`].
+pub(crate) fn spawn(
+    client: &Client,
+    key: &str,
+    value: Option<Vec<u8>>,
+    options: RegisterOptions,
+) -> Result<Registration> {
+    validate_key(key)?;
+    options.validate()?;
+    let desired = match value {
+        Some(v) => Desired::Value(v),
+        None => Desired::Withdrawn,
+    };
+    let (desired_tx, desired_rx) = watch::channel(desired);
+    let (state_tx, state_rx) = watch::channel(RegistrationState::Starting);
+    let actor = Actor {
+        client: client.clone(),
+        key: key.to_owned(),
+        ttl: options.ttl,
+        interval: options.interval(),
+        adopt: options.adopt,
+        desired: desired_rx,
+        state: state_tx,
+        lease: None,
+        written: None,
+        keeper: None,
+        key_watch: None,
+        key_watch_retry: None,
+        backoff: Backoff::for_registration(),
+        retry_at: None,
+        failing_since: None,
+    };
+    let task = tokio::spawn(actor.run());
+    Ok(Registration {
+        key: key.to_owned(),
+        desired: desired_tx,
+        state: state_rx,
+        task: Some(task),
+    })
 }
 
 impl Registration {
@@ -352,13 +328,6 @@ struct Keeper {
     member: Option<u64>,
 }
 
-#[derive(Debug)]
-struct KeyWatch {
-    stream: etcd_client::WatchStream,
-    /// The pool's index of the member serving it.
-    member: usize,
-}
-
 struct Actor {
     client: Client,
     key: String,
@@ -371,7 +340,11 @@ struct Actor {
     /// The value we wrote under `lease`, and the revision of that write.
     written: Option<(Vec<u8>, i64)>,
     keeper: Option<Keeper>,
-    key_watch: Option<KeyWatch>,
+    /// A watch on our own key from the revision we wrote it at: a safety
+    /// net that sees a delete or another writer behind our back. The same
+    /// engine as every prefix watch (`Scope::Key`), so a cancel, a stale
+    /// token or a compaction means the same thing here as everywhere.
+    key_watch: Option<WatchStream>,
     /// When the key watch may be opened again after it failed or was
     /// cancelled: it is a safety net, never worth a busy loop.
     key_watch_retry: Option<Instant>,
@@ -385,7 +358,7 @@ enum Wake {
     Desired,
     Tick,
     KeepAlive(std::result::Result<Option<(i64, u64)>, etcd_client::Error>),
-    KeyEvent(std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
+    KeyEvent(Option<Result<WatchMessage>>),
     Retry,
 }
 
@@ -414,7 +387,7 @@ impl Actor {
                 Wake::Desired | Wake::Retry => {}
                 Wake::Tick => self.tick().await,
                 Wake::KeepAlive(r) => self.on_keep_alive(r),
-                Wake::KeyEvent(r) => self.on_key_event(r).await,
+                Wake::KeyEvent(r) => self.on_key_event(r),
             }
         }
     }
@@ -529,58 +502,38 @@ impl Actor {
         }
     }
 
-    async fn on_key_event(
-        &mut self,
-        r: std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
-    ) {
-        let resp = match r {
-            Ok(Some(resp)) => resp,
-            Ok(None) | Err(_) => {
-                // A safety net only: reopen it after an interval.
-                self.key_watch_failed("the stream ended");
+    fn on_key_event(&mut self, msg: Option<Result<WatchMessage>>) {
+        let our_lease = self.lease.as_ref().map(|l| l.id);
+        // The node the message says holds our key now, if any.
+        let (present, lease) = match msg {
+            Some(Ok(WatchMessage::Snapshot(s))) => match s.nodes().first() {
+                Some(n) => (true, n.lease),
+                None => (false, 0),
+            },
+            Some(Ok(WatchMessage::Event(e))) => (e.action() != Action::Delete, e.node().lease),
+            Some(Ok(_)) => return,
+            // A permanent error, or the engine stopped: a safety net only,
+            // so reopen it after an interval.
+            Some(Err(e)) => {
+                self.key_watch_failed(&e.to_string());
+                return;
+            }
+            None => {
+                self.key_watch_failed("the watch ended");
                 return;
             }
         };
-        if resp.canceled() {
-            let reason = resp.cancel_reason().to_owned();
-            // etcd 3.4 cancels a watch made with an expired or forgotten
-            // token (after an etcd restart) as "permission denied" or
-            // "invalid auth token": the
-            // keep-alives, which need no token, go on, and a fresh token
-            // lets the next attempt through.
-            if reason.contains("permission denied") || reason.contains("invalid auth token") {
-                if let Some(w) = &self.key_watch {
-                    let refresh = self.client.pool().refresh_token(w.member);
-                    let _ = tokio::time::timeout(self.op_limit(), refresh).await;
-                }
+        if !present {
+            if self.written.take().is_some() {
+                warn!(key = %self.key, "the key was deleted behind our back; writing it again");
             }
-            self.key_watch_failed(&format!("etcd cancelled it: {reason}"));
-            return;
-        }
-        if resp.compact_revision() > 0 {
-            self.key_watch_failed("compacted");
-            return;
-        }
-        let our_lease = self.lease.as_ref().map(|l| l.id);
-        for ev in resp.events() {
-            let Some(kv) = ev.kv() else { continue };
-            match ev.event_type() {
-                etcd_client::EventType::Delete => {
-                    if self.written.take().is_some() {
-                        warn!(key = %self.key, "the key was deleted behind our back; writing it again");
-                    }
-                    self.key_watch = None;
-                }
-                etcd_client::EventType::Put => {
-                    if Some(kv.lease()) != our_lease {
-                        warn!(
-                            key = %self.key,
-                            lease = %LeaseId(kv.lease()),
-                            "another writer replaced the key; leaving it (our lease stays alive)"
-                        );
-                    }
-                }
-            }
+            self.key_watch = None;
+        } else if Some(lease) != our_lease {
+            warn!(
+                key = %self.key,
+                lease = %LeaseId(lease),
+                "another writer replaced the key; leaving it (our lease stays alive)"
+            );
         }
     }
 
@@ -605,7 +558,7 @@ impl Actor {
         }
         if self.keeper.is_none() {
             if let Err(e) = self.open_keeper().await {
-                if classify_lease(&e) == Class::LeaseNotFound {
+                if classify(&e) == Class::LeaseNotFound {
                     warn!(key = %self.key, "lease expired while etcd was unreachable; granting a new one");
                     self.lose_lease();
                     self.acquire(value).await?;
@@ -641,8 +594,8 @@ impl Actor {
             self.key_watch = None;
         }
         if self.key_watch.is_none() {
-            let from = self.written.as_ref().map(|(_, r)| *r).unwrap_or_default();
-            self.open_key_watch(from + 1).await;
+            let written = self.written.as_ref().map(|(_, r)| *r).unwrap_or_default();
+            self.open_key_watch(written);
         }
         self.publish_registered(value);
         Ok(())
@@ -774,21 +727,23 @@ impl Actor {
         Ok(())
     }
 
-    async fn open_key_watch(&mut self, from: i64) {
+    /// Watch our key from the revision after `written` (the snapshot is
+    /// the key as we wrote it; events follow).
+    fn open_key_watch(&mut self, written: i64) {
         if self.key_watch_retry.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let opts = etcd_client::WatchOptions::new().with_start_revision(from);
-        match self
-            .client
-            .call_on("watch", self.op_limit(), |c| {
-                let (mut wc, key, opts) = (c.watch_client(), self.key.clone(), opts.clone());
-                async move { wc.watch(key, Some(opts)).await }
-            })
-            .await
-        {
-            Ok((stream, member)) => {
-                self.key_watch = Some(KeyWatch { stream, member });
+        let mut opts = WatchOptions::new()
+            .with_start_revision(written)
+            // No progress probes: the keep-alives already notice a frozen
+            // member, and a probe every few seconds per registration would
+            // cost more than the keep-alives themselves.
+            .with_liveness(KEY_WATCH_IDLE, self.op_limit())
+            .with_buffer(4);
+        opts.scope = Scope::Key;
+        match self.client.watch_prefix(&self.key, opts) {
+            Ok((_handle, stream)) => {
+                self.key_watch = Some(stream);
                 self.key_watch_retry = None;
             }
             Err(e) => self.key_watch_failed(&e.to_string()),
@@ -872,10 +827,6 @@ impl Actor {
     }
 }
 
-fn classify_lease(e: &etcd_client::Error) -> Class {
-    classify(e)
-}
-
 fn lease_error(op: &'static str, e: etcd_client::Error) -> Error {
     Error::request(op, e)
 }
@@ -895,11 +846,9 @@ async fn next_keep_alive(
     }
 }
 
-async fn next_key_event(
-    w: &mut Option<KeyWatch>,
-) -> std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error> {
+async fn next_key_event(w: &mut Option<WatchStream>) -> Option<Result<WatchMessage>> {
     match w {
-        Some(w) => w.stream.message().await,
+        Some(w) => w.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -47,8 +47,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::connect::Client;
-use crate::error::{Class, Error, Result, classify};
+use crate::client::Client;
+use crate::error::{Class, Error, Result, chain, classify, classify_cancel};
 use crate::key::Prefix;
 use crate::node::{Action, Event, Node, Snapshot, WatchMessage};
 use crate::retry::Backoff;
@@ -61,7 +61,48 @@ pub struct WatchOptions {
     probe_timeout: Duration,
     buffer: usize,
     progress_marks: bool,
-    pub(crate) include_self: bool,
+    /// Which keys the prefix stands for: set by the library's own users
+    /// (config, the registration's key watch), not by crate users.
+    pub(crate) scope: Scope,
+}
+
+/// Which keys a watch of a prefix `P` covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The keys under `P/` (etcd v2's directory): what users watch.
+    Dir,
+    /// `P` itself and the keys under `P/`: a config is either one JSON
+    /// document at `P` or one key per field under it.
+    SelfAndDir,
+    /// `P` alone: the registration's watch on its own key.
+    Key,
+}
+
+impl Scope {
+    /// The etcd `[start, end)` range to list and watch. May hold more than
+    /// the scope (see [`Prefix::self_and_dir_range`]); [`Scope::covers`]
+    /// filters.
+    fn range(self, p: &Prefix) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            Scope::Dir => p.dir_range(),
+            Scope::SelfAndDir => p.self_and_dir_range(),
+            Scope::Key => {
+                let key = p.as_str().as_bytes().to_vec();
+                // The smallest key after `key`: etcd's range of one key.
+                let mut end = key.clone();
+                end.push(0);
+                (key, end)
+            }
+        }
+    }
+
+    fn covers(self, p: &Prefix, key: &[u8]) -> bool {
+        match self {
+            Scope::Dir => p.contains(key),
+            Scope::SelfAndDir => p.covers(key),
+            Scope::Key => key == p.as_str().as_bytes(),
+        }
+    }
 }
 
 impl Default for WatchOptions {
@@ -79,7 +120,7 @@ impl WatchOptions {
             probe_timeout: Duration::from_secs(2),
             buffer: 64,
             progress_marks: false,
-            include_self: false,
+            scope: Scope::Dir,
         }
     }
 
@@ -234,89 +275,63 @@ impl WatchStream {
     }
 }
 
-impl Client {
-    /// Watch every key under the directory `prefix`: first a snapshot, then
-    /// each change, classified set / update / delete, with automatic resume
-    /// and compaction resync (see the module docs of this crate).
-    ///
-    /// Returns at once; the snapshot is the stream's first message. The
-    /// watch runs on the current tokio runtime until the stream is dropped
-    /// or the handle cancels it.
-    ///
-    /// ```no_run
-    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
-    /// use discovery::{WatchMessage, WatchOptions, Action};
-    /// let (_handle, mut stream) = client.watch_prefix("/services/couchbase", WatchOptions::new())?;
-    /// while let Some(msg) = stream.recv().await {
-    ///     match msg? {
-    ///         WatchMessage::Snapshot(s) => println!("backends: {:?}", s.values_lossy()),
-    ///         WatchMessage::Event(e) if e.action() == Action::Update => {} // a heartbeat re-put
-    ///         WatchMessage::Event(e) => println!("{} {:?}", e.action(), e.node().value_str()),
-    ///         _ => {}
-    ///     }
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn watch_prefix(
-        &self,
-        prefix: &str,
-        options: WatchOptions,
-    ) -> Result<(WatchHandle, WatchStream)> {
-        let prefix = Prefix::new(prefix)?;
-        if options.start_revision < 0 {
-            return Err(Error::InvalidOption(format!(
-                "start revision {} is negative",
-                options.start_revision
-            )));
-        }
-        let (tx, rx) = mpsc::channel(options.buffer);
-        let (status_tx, status_rx) = watch::channel(WatchStatus::Connecting);
-        let cancel = CancellationToken::new();
-        let range = if options.include_self {
-            prefix.self_and_dir_range()
-        } else {
-            prefix.dir_range()
-        };
-        let engine = Engine {
-            client: self.clone(),
-            prefix: prefix.clone(),
-            range,
-            opts: options,
-            tx,
-            status: status_tx,
-            cancel: cancel.clone(),
-            state: HashMap::new(),
-            rev: 0,
-            backoff: Backoff::for_watch(),
-            down_since: None,
-            attempt: 0,
-            reauthenticated: false,
-        };
-        tokio::spawn(engine.run());
-        Ok((
-            WatchHandle {
-                cancel,
-                status: status_rx,
-                prefix,
-            },
-            WatchStream {
-                rx,
-                pending: VecDeque::new(),
-            },
-        ))
+/// Start the engine behind [`Client::watch_prefix`] (and the registration's
+/// watch on its own key) on the current tokio runtime.
+pub(crate) fn start(
+    client: &Client,
+    prefix: &str,
+    options: WatchOptions,
+) -> Result<(WatchHandle, WatchStream)> {
+    let prefix = Prefix::new(prefix)?;
+    if options.start_revision < 0 {
+        return Err(Error::InvalidOption(format!(
+            "start revision {} is negative",
+            options.start_revision
+        )));
     }
-
-    /// List the keys under the directory `prefix` at the current revision.
-    pub async fn get_prefix(&self, prefix: &str) -> Result<Snapshot> {
-        let prefix = Prefix::new(prefix)?;
-        let (revision, nodes) = list(self, &prefix, &prefix.dir_range(), 0).await?;
-        Ok(Snapshot {
+    let (tx, rx) = mpsc::channel(options.buffer);
+    let (status_tx, status_rx) = watch::channel(WatchStatus::Connecting);
+    let cancel = CancellationToken::new();
+    let range = options.scope.range(&prefix);
+    let engine = Engine {
+        client: client.clone(),
+        prefix: prefix.clone(),
+        range,
+        opts: options,
+        tx,
+        status: status_tx,
+        cancel: cancel.clone(),
+        state: HashMap::new(),
+        rev: 0,
+        backoff: Backoff::for_watch(),
+        down_since: None,
+        attempt: 0,
+        reauthenticated: false,
+    };
+    tokio::spawn(engine.run());
+    Ok((
+        WatchHandle {
+            cancel,
+            status: status_rx,
             prefix,
-            revision,
-            nodes,
-            resync: false,
-        })
-    }
+        },
+        WatchStream {
+            rx,
+            pending: VecDeque::new(),
+        },
+    ))
+}
+
+/// [`Client::get_prefix`].
+pub(crate) async fn get_prefix(client: &Client, prefix: &str) -> Result<Snapshot> {
+    let prefix = Prefix::new(prefix)?;
+    let (revision, nodes) = list(client, &prefix, &prefix.dir_range(), 0).await?;
+    Ok(Snapshot {
+        prefix,
+        revision,
+        nodes,
+        resync: false,
+    })
 }
 
 /// A consistent listing of `range` at `revision` (0: now). Returns the
@@ -555,7 +570,7 @@ impl Engine {
         let (stream, member) = match opened {
             None => return Ok(Flow::Stop),
             Some(Ok(s)) => s,
-            Some(Err(e)) => return self.stream_error(e),
+            Some(Err(e)) => return self.failed(classify(&e), chain(&e), None).await,
         };
         // A stream that broke, went silent, or was cancelled by a member
         // that lost its leader: open the next one on another member. (Not
@@ -591,38 +606,8 @@ impl Engine {
                         }
                         if resp.canceled() {
                             let reason = resp.cancel_reason().to_owned();
-                            if reason.contains("invalid auth token") {
-                                // etcd forgot the token (a restart): a fresh
-                                // one, then the same member again, as often
-                                // as it takes (the reconnect is backed off).
-                                let refresh = self.client.pool().refresh_token(member);
-                                let _ = tokio::time::timeout(self.client.request_timeout(), refresh).await;
-                                self.reauthenticated = true;
-                                return Ok(Flow::Reconnect(
-                                    "etcd forgot our token; authenticated again".into(),
-                                ));
-                            }
-                            if reason.contains("permission denied") {
-                                // etcd 3.4 refuses a watch made with an expired or
-                                // forgotten token the same way as one the user may
-                                // not make: try once more with a fresh token.
-                                if !self.reauthenticated && self.client.pool().refresh_token(member).await.is_ok() {
-                                    self.reauthenticated = true;
-                                    return Ok(Flow::Reconnect(
-                                        "etcd refused the watch; authenticated again".into(),
-                                    ));
-                                }
-                                return Err(Error::PermissionDenied {
-                                    op: "watch",
-                                    key: self.prefix.to_string(),
-                                    reason,
-                                });
-                            }
-                            return Ok(Flow::Reconnect(if reason.is_empty() {
-                                "etcd cancelled the watch".into()
-                            } else {
-                                format!("etcd cancelled the watch: {reason}")
-                            }));
+                            let text = if reason.is_empty() { "etcd cancelled the watch".to_owned() } else { format!("etcd cancelled the watch: {reason}") };
+                            return self.failed(classify_cancel(&reason), text, Some(member)).await;
                         }
                         self.reauthenticated = false;
                         if !self.apply(resp.events()).await {
@@ -630,7 +615,7 @@ impl Engine {
                         }
                     }
                     Ok(None) => return Ok(Flow::Reconnect("the watch stream ended".into())),
-                    Err(e) => return self.stream_error(e),
+                    Err(e) => return self.failed(classify(&e), chain(&e), Some(member)).await,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     if probing {
@@ -640,7 +625,7 @@ impl Engine {
                         )));
                     }
                     if let Err(e) = requests.request_progress().await {
-                        return self.stream_error(e);
+                        return self.failed(classify(&e), chain(&e), Some(member)).await;
                     }
                     probing = true;
                     deadline = Instant::now() + self.opts.probe_timeout;
@@ -649,15 +634,53 @@ impl Engine {
         }
     }
 
-    fn stream_error(&self, e: etcd_client::Error) -> Result<Flow> {
-        match classify(&e) {
-            Class::PermissionDenied | Class::Unauthenticated | Class::Fatal => {
-                Err(Error::from_etcd("watch", self.prefix.as_str(), e))
+    /// What a failed or cancelled stream means, and what to do about it:
+    /// the one policy for every watch of this crate (the registration's
+    /// watch on its own key is one too). `member` is the pool's index of
+    /// the member that served the stream, if one did.
+    async fn failed(&mut self, class: Class, why: String, member: Option<usize>) -> Result<Flow> {
+        match class {
+            // etcd forgot our token (a restart, or its TTL): a fresh one,
+            // then the same member again, as often as it takes (the
+            // reconnect is backed off).
+            Class::StaleToken => {
+                self.refresh_token(member).await;
+                Ok(Flow::Reconnect(format!("{why}; authenticated again")))
+            }
+            // etcd 3.4 refuses a watch made with a forgotten token as it
+            // refuses one the user may not make: once more with a fresh
+            // token; a second refusal with no working stream between is real.
+            Class::PermissionDenied if !self.reauthenticated => {
+                self.refresh_token(member).await;
+                Ok(Flow::Reconnect(format!("{why}; authenticated again")))
+            }
+            Class::PermissionDenied => Err(Error::PermissionDenied {
+                op: "watch",
+                key: self.prefix.to_string(),
+                reason: why,
+            }),
+            Class::Unauthenticated | Class::Fatal | Class::FutureRevision => {
+                Err(Error::request("watch", etcd_client::Error::WatchError(why)))
             }
             // etcd may refuse the start revision this way rather than with
             // a compact_revision in a response: the same resync applies.
             Class::Compacted => Ok(Flow::Compacted(0)),
-            _ => Ok(Flow::Reconnect(crate::connect::chain(&e))),
+            Class::Unavailable | Class::Transient | Class::LeaseNotFound => {
+                Ok(Flow::Reconnect(why))
+            }
+        }
+    }
+
+    async fn refresh_token(&mut self, member: Option<usize>) {
+        self.reauthenticated = true;
+        if let Some(i) = member {
+            let refresh = self.client.pool().refresh_token(i);
+            if tokio::time::timeout(self.client.request_timeout(), refresh)
+                .await
+                .is_err()
+            {
+                debug!(prefix = %self.prefix, "no answer to the token refresh in time");
+            }
         }
     }
 
@@ -715,11 +738,7 @@ impl Engine {
     }
 
     fn prefix_covers(&self, key: &[u8]) -> bool {
-        if self.opts.include_self {
-            self.prefix.covers(key)
-        } else {
-            self.prefix.contains(key)
-        }
+        self.opts.scope.covers(&self.prefix, key)
     }
 
     /// Re-list and emit the difference. False if stopped.

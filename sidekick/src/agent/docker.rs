@@ -169,7 +169,7 @@ fn kept_alive(host: &str) -> Result<bollard::Docker, BollardError> {
 }
 
 fn classify(host: &str, e: BollardError) -> DockerError {
-    let text = crate::common::exit::chain_text(&e);
+    let text = discovery::error_chain(&e);
     let lower = text.to_lowercase();
     if lower.contains("permission denied") {
         return DockerError::Refused(format!(

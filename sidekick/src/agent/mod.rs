@@ -327,7 +327,7 @@ impl Follower<'_> {
                         }
                     }
                     Some(Err(e)) => {
-                        warn!(error = %crate::common::exit::chain_text(&e), "Docker event stream failed; resubscribing");
+                        warn!(error = %discovery::error_chain(&e), "Docker event stream failed; resubscribing");
                         events = None;
                         self.docker.reset();
                         resubscribe_at = Instant::now() + backoff.next_delay();

@@ -49,17 +49,3 @@ pub fn report(tool: &str, err: &anyhow::Error) -> i32 {
     eprintln!("{tool}: {err:#}");
     exit_code(err)
 }
-
-/// An error and its sources joined with `: `, without repeats.
-pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
-}
