@@ -585,7 +585,11 @@ async fn once_and_dry_run() {
         &etcd,
         &[
             base.as_slice(),
-            &["--once", "--check-cmd", "sh -c 'echo nope: $0 >&2; exit 3' {{src}}"],
+            &[
+                "--once",
+                "--check-cmd",
+                "sh -c 'echo nope: $0 >&2; exit 3' {{src}}",
+            ],
         ]
         .concat(),
     ));

@@ -3,11 +3,11 @@
 //! check each new file before it replaces the old one, and reload the
 //! reader once per burst of changes.
 //!
-//! * [`args`]: the command line, checked before any I/O.
-//! * [`template`]: the Jinja environment; syntax errors stop the start (exit 2).
-//! * [`context`]: what a template sees, folded from the watches.
-//! * [`write`]: temporary file, fsync, `--check-cmd`, rename.
-//! * [`reload`]: `--reload-cmd`, `--reload-signal`, `--reload-unit`.
+//! * `args`: the command line, checked before any I/O.
+//! * `template`: the Jinja environment; syntax errors stop the start (exit 2).
+//! * `context`: what a template sees, folded from the watches.
+//! * `write`: temporary file, fsync, `--check-cmd`, rename.
+//! * `reload`: `--reload-cmd`, `--reload-signal`, `--reload-unit`.
 
 mod args;
 mod context;
