@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::connect::Setting;
+
 /// Everything that can go wrong in this crate, named by cause.
 ///
 /// Messages are lowercase, carry no trailing period, and say what to do where
@@ -41,6 +43,16 @@ pub enum Error {
     #[error("{0}")]
     InvalidOption(String),
 
+    /// A connection setting is missing that another one needs (a client
+    /// certificate without its key, a user without a password).
+    #[error("{reason}: set {missing}")]
+    Incomplete {
+        /// Why it is needed.
+        reason: String,
+        /// What to set.
+        missing: Setting,
+    },
+
     /// A TLS file (CA, certificate or key) or a password file could not be read.
     #[error("cannot read {what} {path:?}: {source}")]
     ReadFile {
@@ -55,7 +67,7 @@ pub enum Error {
 
     /// No endpoint answered.
     #[error(
-        "etcd did not answer at {endpoints}: {reason} (check --endpoints / ETCDCTL_ENDPOINTS and that etcd is running)"
+        "etcd did not answer at {endpoints}: {reason} (check the endpoints, ETCDCTL_ENDPOINTS, and that etcd is running)"
     )]
     Unreachable {
         /// The endpoints tried, comma-separated.
@@ -71,11 +83,13 @@ pub enum Error {
         endpoints: String,
         /// What the handshake reported.
         reason: String,
+        /// The settings that may fix it (the CA, the client certificate).
+        check: &'static [Setting],
     },
 
     /// etcd refused the user name or password.
     #[error(
-        "etcd refused the credentials of user {user:?}: {reason} (check --user and ETCDCTL_PASSWORD or --password-file)"
+        "etcd refused the credentials of user {user:?}: {reason} (check the user name and its password: ETCDCTL_USER, ETCDCTL_PASSWORD)"
     )]
     Authentication {
         /// The user name (never the password).
@@ -176,6 +190,19 @@ impl Error {
                 Class::Unavailable | Class::Transient | Class::StaleToken | Class::LeaseNotFound
             ),
             _ => false,
+        }
+    }
+
+    /// The connection settings this error is about, so that a tool can
+    /// name its own flags for them (the messages name only etcdctl's
+    /// environment, which [`ConnectOptions::from_env`](crate::ConnectOptions::from_env) reads).
+    pub fn settings(&self) -> &'static [Setting] {
+        match self {
+            Error::Unreachable { .. } => &[Setting::Endpoints],
+            Error::Tls { check, .. } => check,
+            Error::Authentication { .. } => &[Setting::User, Setting::Password],
+            Error::Incomplete { missing, .. } => missing.as_slice(),
+            _ => &[],
         }
     }
 

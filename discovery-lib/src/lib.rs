@@ -55,6 +55,22 @@
 //!
 //! The crate never installs a tracing subscriber or a signal handler; it
 //! logs through `tracing` and leaves both to the binary.
+//!
+//! # Source layout
+//!
+//! * `client.rs`: [`Client`], its public calls, and the one request path
+//!   every etcd call goes through (member choice, time bounds, token
+//!   refresh); `pool.rs`: one connection per member and which to avoid.
+//! * `connect/`: [`ConnectOptions`] (`mod.rs`) and turning them into a
+//!   client (`establish.rs`, with `tls_probe.rs` and `insecure.rs`).
+//! * `error.rs`: the error type, and the only code that reads etcd's
+//!   wording (`classify`, `classify_cancel`).
+//! * `watch/`: the public watch types (`mod.rs`), the engine that resumes
+//!   and resyncs (`engine.rs`), and how events fold into its state
+//!   (`apply.rs`); `state.rs`: [`PrefixState`] for consumers.
+//! * `register/`: the registration handle (`mod.rs`), its actor
+//!   (`actor.rs`) and its lease (`lease.rs`).
+//! * `members.rs`, `config.rs`: views built on the watch.
 #![deny(missing_docs)]
 
 mod client;
@@ -62,6 +78,7 @@ mod config;
 mod connect;
 mod duration;
 mod error;
+mod insecure;
 mod key;
 mod members;
 mod node;
@@ -74,7 +91,7 @@ mod watch;
 
 pub use client::Client;
 pub use config::{ConfigOptions, ConfigWatch};
-pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password};
+pub use connect::{ConnectOptions, DEFAULT_ENDPOINT, Password, Setting};
 pub use duration::parse_duration;
 pub use error::{Error, RequestError, Result, error_chain};
 pub use key::{MAX_KEY_LEN, Prefix, validate_key};

@@ -30,20 +30,32 @@ const AVOID_FOR: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 pub(crate) struct Pool {
+    /// The members' client URLs, in the order given.
     urls: Vec<String>,
+    /// How every member's connection is made (timeouts, auth, TLS).
     options: etcd_client::ConnectOptions,
+    /// `--insecure-skip-tls-verify`: connections are made over a channel of
+    /// our own that accepts any server certificate (see `insecure`).
+    insecure: Option<crate::insecure::Settings>,
+    /// One per URL, same order.
     members: Vec<Member>,
+    /// Where the next request starts looking, so load is spread in turn.
     next: AtomicUsize,
 }
 
 struct Member {
     /// Made on first use: with auth, connecting is itself a request.
     conn: tokio::sync::Mutex<Option<etcd_client::Client>>,
+    /// Tried only after the others until then: it failed or went silent.
     avoid_until: Mutex<Option<Instant>>,
 }
 
 impl Pool {
-    pub(crate) fn new(urls: Vec<String>, options: etcd_client::ConnectOptions) -> Self {
+    pub(crate) fn new(
+        urls: Vec<String>,
+        options: etcd_client::ConnectOptions,
+        insecure: Option<crate::insecure::Settings>,
+    ) -> Self {
         let members = urls
             .iter()
             .map(|_| Member {
@@ -54,6 +66,7 @@ impl Pool {
         Self {
             urls,
             options,
+            insecure,
             members,
             next: AtomicUsize::new(0),
         }
@@ -87,8 +100,18 @@ impl Pool {
         if let Some(c) = slot.as_ref() {
             return Ok(Conn(c.clone()));
         }
-        let c = etcd_client::Client::connect([self.urls[i].as_str()], Some(self.options.clone()))
-            .await?;
+        let url = self.urls[i].as_str();
+        let c = match &self.insecure {
+            Some(s) if url.starts_with("https://") => {
+                let channel = crate::insecure::channel(url, s)?;
+                etcd_client::Client::from_channel(
+                    etcd_client::Channel::Tonic(channel),
+                    Some(self.options.clone()),
+                )
+                .await?
+            }
+            _ => etcd_client::Client::connect([url], Some(self.options.clone())).await?,
+        };
         *slot = Some(c.clone());
         Ok(Conn(c))
     }

@@ -14,15 +14,18 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-/// Handshake with `url` using `ca` and the client certificate, and return
+use crate::connect::Setting;
+
+/// Handshake with `url` using `ca` (the system's CAs if `None`) and the
+/// client certificate, and return
 /// the reason it fails, or `None` if TLS itself is fine (or the endpoint
 /// cannot even be reached over TCP: then it is not a TLS problem).
 pub(crate) async fn why_tls_fails(
     url: &str,
-    ca: &Path,
+    ca: Option<&Path>,
     client: Option<(&Path, &Path)>,
     limit: Duration,
-) -> Option<String> {
+) -> Option<(String, &'static [Setting])> {
     let authority = url.strip_prefix("https://")?;
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => v6.split_once("]:")?,
@@ -30,8 +33,16 @@ pub(crate) async fn why_tls_fails(
     };
     let port: u16 = port.parse().ok()?;
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).ok()? {
-        roots.add(cert.ok()?).ok()?;
+    match ca {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).ok()? {
+                roots.add(cert.ok()?).ok()?;
+            }
+        }
+        // No CA given: the system's, as the connection itself used.
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
@@ -46,13 +57,19 @@ pub(crate) async fn why_tls_fails(
                 .collect();
             let key = match PrivateKeyDer::from_pem_file(key) {
                 Ok(k) => k,
-                Err(e) => return Some(format!("cannot use the client key: {e}")),
+                Err(e) => {
+                    return Some((
+                        format!("cannot use the client key: {e}"),
+                        &[Setting::ClientKey],
+                    ));
+                }
             };
             match builder.with_client_auth_cert(chain, key) {
                 Ok(c) => c,
                 Err(e) => {
-                    return Some(format!(
-                        "the client certificate and key do not go together: {e}"
+                    return Some((
+                        format!("the client certificate and key do not go together: {e}"),
+                        &[Setting::ClientCert, Setting::ClientKey],
                     ));
                 }
             }
@@ -73,32 +90,58 @@ pub(crate) async fn why_tls_fails(
     .await
     {
         Err(_) => return None,
-        Ok(Err(e)) => return Some(explain(e.to_string(), has_client_cert)),
+        Ok(Err(e)) => return Some(explain(e.to_string(), has_client_cert, ca.is_some())),
         Ok(Ok(s)) => s,
     };
     // With TLS 1.3 the server judges our certificate after the handshake:
     // a refusal arrives as an alert on the first read.
     let mut byte = [0u8; 1];
     match timeout(Duration::from_millis(500), tls.read(&mut byte)).await {
-        Ok(Err(e)) => Some(explain(e.to_string(), has_client_cert)),
+        Ok(Err(e)) => Some(explain(e.to_string(), has_client_cert, ca.is_some())),
         _ => None,
     }
 }
 
-/// Say what a TLS failure means and what to do, keeping rustls's words.
-pub(crate) fn explain(raw: String, has_client_cert: bool) -> String {
-    let hint = if raw.contains("UnknownIssuer") || raw.contains("BadSignature") {
-        "etcd's certificate is not signed by the CA given (--cacert / ETCDCTL_CACERT); pass the CA that signed etcd's server certificate"
+/// Say what a TLS failure means and what to do, keeping rustls's words,
+/// and which settings would fix it.
+pub(crate) fn explain(
+    raw: String,
+    has_client_cert: bool,
+    ca_given: bool,
+) -> (String, &'static [Setting]) {
+    let unknown_issuer = raw.contains("UnknownIssuer") || raw.contains("BadSignature");
+    let (hint, check): (&str, &'static [Setting]) = if unknown_issuer && ca_given {
+        (
+            "etcd's certificate is not signed by the CA given; pass the CA that signed etcd's server certificate",
+            &[Setting::CaFile],
+        )
+    } else if unknown_issuer {
+        (
+            "etcd's certificate is not signed by a CA this system trusts, and no CA was given; pass the CA that signed etcd's server certificate",
+            &[Setting::CaFile],
+        )
     } else if raw.contains("NotValidForName") {
-        "etcd's certificate does not name the host of the endpoint; use the name or address the certificate was issued for"
+        (
+            "etcd's certificate does not name the host of the endpoint; use the name or address the certificate was issued for",
+            &[Setting::Endpoints],
+        )
     } else if raw.contains("Expired") || raw.contains("NotValidYet") {
-        "etcd's certificate is expired or not valid yet; renew it, or check this machine's clock"
+        (
+            "etcd's certificate is expired or not valid yet; renew it, or check this machine's clock",
+            &[],
+        )
     } else if raw.contains("alert") && !has_client_cert {
-        "etcd requires a client certificate (it runs with --client-cert-auth); pass --cert and --tls-key (or ETCDCTL_CERT and ETCDCTL_KEY)"
+        (
+            "etcd requires a client certificate (it runs with --client-cert-auth); pass a certificate and its key",
+            &[Setting::ClientCert, Setting::ClientKey],
+        )
     } else if raw.contains("alert") {
-        "etcd refused our client certificate; it must be signed by a CA etcd trusts (its --trusted-ca-file) and be valid now"
+        (
+            "etcd refused our client certificate; it must be signed by a CA etcd trusts (its --trusted-ca-file) and be valid now",
+            &[Setting::ClientCert],
+        )
     } else {
-        return raw;
+        return (raw, &[]);
     };
-    format!("{hint} ({raw})")
+    (format!("{hint} ({raw})"), check)
 }

@@ -15,6 +15,7 @@ pub mod pki;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;
+pub mod systemd;
 pub mod tcp_proxy;
 pub mod wait;
 

@@ -374,9 +374,13 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
         ],
     );
     let _p = spawn_supervisor(cmd, &log).await;
-    // 100 sets within a second.
+    // 100 sets as fast as etcd takes them.
     let mut raw = etcd.raw_client().await;
     let t = Instant::now();
+    let mut last = t;
+    // Gaps long enough to end a burst (MIN is 200 ms; counted from 150 ms,
+    // as discover sees the events a little later than they were put).
+    let mut quiet_gaps = 0;
     for i in 0..100 {
         raw.put(
             format!("/services/couchbase/{}", i % 10),
@@ -385,22 +389,34 @@ async fn a_burst_of_sets_is_coalesced_by_wait() {
         )
         .await
         .unwrap();
+        if last.elapsed() >= Duration::from_millis(150) {
+            quiet_gaps += 1;
+        }
+        last = Instant::now();
     }
     let burst = t.elapsed();
-    assert!(
-        burst < Duration::from_secs(1),
-        "the burst itself took {burst:?}"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually(
+        Duration::from_secs(20),
+        "a start with the final state",
+        || {
+            starts(&log)
+                .last()
+                .is_some_and(|l| l.contains("10.1.2.99"))
+                .then_some(())
+        },
+    )
+    .await;
     let restarts = starts(&log).len() - 1;
+    // One restart for a burst put within MAX (2 s); a loaded machine may
+    // stretch the burst past MAX or leave quiet gaps in it, and each may
+    // cost one more (and one more for the restart under way when the
+    // burst ends). The exact timing is unit-tested on a paused clock in
+    // sidekick/src/discover/supervise/tests.rs.
+    let allowed = 1 + burst.as_millis() as usize / 2000 + quiet_gaps + 1;
     assert!(
-        (1..=2).contains(&restarts),
-        "100 sets in {burst:?} gave {restarts} restarts: {:?}",
+        (1..=allowed).contains(&restarts),
+        "100 sets in {burst:?} ({quiet_gaps} quiet gaps) gave {restarts} restarts, allowed {allowed}: {:?}",
         starts(&log)
-    );
-    assert!(
-        starts(&log).last().unwrap().contains("10.1.2.99"),
-        "the last restart has the final state"
     );
     println!("DISCOVER 100 sets in {burst:?} with --wait 200ms:2s -> {restarts} restart(s)");
 }
@@ -765,9 +781,23 @@ async fn bad_usage_exits_2() {
             ],
             "does not exist",
         ),
+        // clap's `requires`: "the following required arguments were not
+        // provided: --exec", and a usage line with both flags.
         (
             &["watch", "/x", "--snapshot-file", "/tmp/f.json"],
-            "only applies with --exec",
+            "not provided:\n  --exec",
+        ),
+        (
+            &["watch", "/x", "--kill-signal", "QUIT"],
+            "not provided:\n  --exec",
+        ),
+        (
+            &["watch", "/x", "--kill-signal", "STOP", "--exec", "true"],
+            "pauses a process",
+        ),
+        (
+            &["config", "/c", "--env-name", "A=/c", "--exec", "true"],
+            "--env-name applies to watch",
         ),
         (&["watch", "/x", "--actions", "sets"], "unknown action"),
         (&["watch", "/x", "--since-revision", "0"], "since-revision"),
@@ -972,4 +1002,103 @@ async fn restart_child_backs_off_a_child_that_keeps_dying() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let n = starts(&log).len();
     assert!((3..=5).contains(&n), "{n} starts in 3.5 s");
+}
+
+/// A child (bash) that logs `sig NAME PID` for every signal discover
+/// passes on, and exits 3 on SIGTERM.
+fn signal_recorder(dir: &Path) -> PathBuf {
+    let path = dir.join("signals.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/bash\n\
+         echo \"start $$\" >> \"$LOG\"\n\
+         for s in HUP QUIT USR1 USR2 WINCH ALRM PWR; do trap \"echo \\\"sig $s $$\\\" >> \\\"\\$LOG\\\"\" $s; done\n\
+         trap 'echo \"sig TERM $$\" >> \"$LOG\"; exit 3' TERM\n\
+         while :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_passes_signals_on_and_stops_the_child_with_kill_signal() {
+    let etcd = Etcd::single().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = signal_recorder(dir.path());
+    etcdctl(&etcd, &["put", "/services/signals/1", "10.1.9.1"]);
+    let cmd = discover(
+        &etcd,
+        &[
+            "watch",
+            "/services/signals",
+            "--kill-signal",
+            "QUIT",
+            "--kill-timeout",
+            "3s",
+            "--exec",
+            script.to_str().unwrap(),
+        ],
+    );
+    let mut p = spawn_supervisor(cmd, &log).await;
+    let pid_of = |line: &str| line.rsplit(' ').next().unwrap().to_owned();
+    let first = pid_of(&starts(&log)[0]);
+
+    // A restart stops the child with --kill-signal (QUIT, which this one
+    // only logs), then SIGKILL after --kill-timeout; never SIGTERM.
+    etcdctl(&etcd, &["put", "/services/signals/2", "10.1.9.2"]);
+    eventually(Duration::from_secs(20), "the restart", || {
+        (starts(&log).len() == 2).then_some(())
+    })
+    .await;
+    let lines = log_lines(&log);
+    assert!(
+        lines.contains(&format!("sig QUIT {first}")),
+        "the old child got --kill-signal: {lines:?}"
+    );
+    assert!(
+        !lines.contains(&format!("sig TERM {first}")),
+        "and no SIGTERM: {lines:?}"
+    );
+    let second = pid_of(&starts(&log)[1]);
+
+    // Every signal discover does not use itself goes to the child, and
+    // discover lives on (a SIGUSR1 used to kill it).
+    for (sig, name) in [
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGWINCH, "WINCH"),
+        (Signal::SIGALRM, "ALRM"),
+        (Signal::SIGPWR, "PWR"),
+    ] {
+        p.signal(sig);
+        let want = format!("sig {name} {second}");
+        eventually(
+            Duration::from_secs(10),
+            format!("the child got {name}"),
+            || log_lines(&log).contains(&want).then_some(()),
+        )
+        .await;
+        assert!(
+            p.try_exit().is_none(),
+            "discover survived {name}\n{}",
+            p.dump()
+        );
+    }
+    assert_eq!(
+        starts(&log).len(),
+        2,
+        "signals restart nothing: {:?}",
+        log_lines(&log)
+    );
+
+    // SIGTERM is passed on as it is, and discover exits with the child's code.
+    p.signal(Signal::SIGTERM);
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(3), "{}", p.dump());
+    assert_eq!(log_lines(&log).last(), Some(&format!("sig TERM {second}")));
 }

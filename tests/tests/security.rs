@@ -66,6 +66,82 @@ async fn tls_with_client_certificates_for_the_library_and_both_tools() {
     assert_eq!(sk.wait_exit(Duration::from_secs(3)).await.code(), Some(0));
 }
 
+/// etcdctl's conventions: an https endpoint without a CA is tried with the
+/// system's CAs (not refused), and --insecure-skip-tls-verify connects
+/// whatever signed etcd's certificate, with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_without_a_ca_uses_the_system_roots_and_insecure_skip_verify_is_honoured() {
+    let pki = Pki::new();
+    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_tls(pki.etcd_files())).await;
+    etcd.client()
+        .await
+        .put("/services/skip/1", "10.9.0.9")
+        .await
+        .unwrap();
+    let client_cert: [std::ffi::OsString; 4] = [
+        "--cert".into(),
+        pki.path("client.pem").into_os_string(),
+        "--tls-key".into(),
+        pki.path("client.key").into_os_string(),
+    ];
+    // No CA: the system's CAs do not know the harness's CA, so the
+    // handshake fails and says why (not a refusal before any I/O).
+    let mut d = tool("discover", &etcd);
+    d.args([
+        "get",
+        "/services/skip",
+        "--format",
+        "values",
+        "--dial-timeout",
+        "2s",
+    ])
+    .args(&client_cert);
+    let (code, out, err) = output(d);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("not signed by a CA this system trusts") && err.contains("--cacert"),
+        "https without a CA: {err}"
+    );
+    // The same with the flag: served, and warned about.
+    let mut d = tool("discover", &etcd);
+    d.args([
+        "get",
+        "/services/skip",
+        "--format",
+        "values",
+        "--insecure-skip-tls-verify",
+    ])
+    .args(&client_cert);
+    let (code, out, err) = output(d);
+    assert_eq!((code, out.as_str()), (0, "10.9.0.9\n"), "{err}");
+    assert!(
+        err.contains("not verifying etcd's TLS certificate"),
+        "{err}"
+    );
+    // And through etcdctl's variable, for a long-running sidekick.
+    let mut sk = tool("sidekick", &etcd);
+    sk.args([
+        "--key",
+        "/services/skip/2",
+        "--ip",
+        "10.9.0.10",
+        "--ttl",
+        "3",
+    ])
+    .args(&client_cert)
+    .env("ETCDCTL_INSECURE_SKIP_TLS_VERIFY", "true");
+    let mut sk = Proc::spawn(sk);
+    let client = etcd.client().await;
+    eventually_async(
+        Duration::from_secs(10),
+        "sidekick registered without verifying etcd's certificate",
+        || async { client.get("/services/skip/2").await.unwrap() },
+    )
+    .await;
+    sk.signal(Signal::SIGTERM);
+    assert_eq!(sk.wait_exit(Duration::from_secs(3)).await.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_refusals_name_the_problem() {
     let pki = Pki::new();

@@ -114,8 +114,9 @@ pub async fn run(
     };
 
     info!(key = %plan.key, endpoints = %connect.endpoints().join(","), "connecting to etcd");
+    // With STATUS=, the watchdog and a bounded READY=1 while etcd does not answer.
     let client = tokio::select! {
-        r = connect.connect_retrying() => r.context("cannot use etcd")?,
+        r = notify::connect(&connect) => r.context("cannot use etcd")?,
         _ = ctl.shutdown.cancelled() => return Ok(()),
     };
     let reg = client.registration(&plan.key, plan.register.clone())?;

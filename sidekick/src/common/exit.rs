@@ -33,6 +33,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
                 | discovery::Error::InvalidPrefix { .. }
                 | discovery::Error::InvalidEndpoint { .. }
                 | discovery::Error::InvalidOption(_)
+                | discovery::Error::Incomplete { .. }
                 | discovery::Error::ReadFile { .. }
                 | discovery::Error::Tls { .. }
                 | discovery::Error::Authentication { .. }
@@ -44,8 +45,20 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     1
 }
 
-/// Print `err` once, as `tool: {err:#}`, and return its exit code.
+/// Print `err` once, as `tool: {err:#}`, and return its exit code. An
+/// error about connection settings ends with the flags that set them (the
+/// library names only etcdctl's environment).
 pub fn report(tool: &str, err: &anyhow::Error) -> i32 {
-    eprintln!("{tool}: {err:#}");
+    let flags = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<discovery::Error>())
+        .map(|e| super::etcd_args::flags_for(e.settings()))
+        .unwrap_or_default();
+    let prefix = super::logging::error_prefix();
+    if flags.is_empty() {
+        eprintln!("{prefix}{tool}: {err:#}");
+    } else {
+        eprintln!("{prefix}{tool}: {err:#} (on the command line: {flags})");
+    }
     exit_code(err)
 }

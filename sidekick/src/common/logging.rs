@@ -1,7 +1,11 @@
 //! Logging to stderr (stdout belongs to discover's JSON), through tracing.
 
+use std::io::Write;
+
 use clap::{Args, ValueEnum};
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Log output formats.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,7 +40,9 @@ pub fn with_format_env(cmd: clap::Command, var: &'static str) -> clap::Command {
 /// Install the subscriber. The level comes from `tool_var` (such as
 /// `SIDEKICK_LOG`), else `RUST_LOG`, else `info`. Under journald
 /// (`JOURNAL_STREAM` set) lines carry no timestamp and no colour, since
-/// the journal adds its own.
+/// the journal adds its own; when stderr is that very journal stream, each
+/// line starts with its syslog priority (`<4>` for a warning), so
+/// `journalctl -p warning` shows warnings and errors only.
 pub fn init(args: &LogArgs, tool_var: &str) {
     let filter = std::env::var(tool_var)
         .ok()
@@ -47,7 +53,9 @@ pub fn init(args: &LogArgs, tool_var: &str) {
     let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Stderr {
+            priorities: stderr_is_journal(),
+        })
         .with_ansi(ansi)
         .with_target(false);
     // Installing can only fail if a subscriber is already set; keep the first.
@@ -57,4 +65,121 @@ pub fn init(args: &LogArgs, tool_var: &str) {
         (LogFormat::Text, true) => builder.without_time().try_init(),
         (LogFormat::Text, false) => builder.try_init(),
     };
+}
+
+/// The prefix for a line printed straight to stderr at error priority
+/// (the final `tool: error` line): `<3>` on the journal stream, else nothing.
+pub fn error_prefix() -> &'static str {
+    if stderr_is_journal() { "<3>" } else { "" }
+}
+
+/// Whether stderr is the stream `JOURNAL_STREAM` (`DEVICE:INODE`) names:
+/// systemd sets it for the service, but a child whose stderr was
+/// redirected elsewhere inherits the variable, hence the check (as
+/// sd_journal_stream_fd(3) advises).
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (
+        dev.parse::<nix::libc::dev_t>(),
+        ino.parse::<nix::libc::ino_t>(),
+    ) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        Err(_) => false,
+    }
+}
+
+/// syslog(3) priority of a tracing level.
+fn priority(level: &Level) -> &'static [u8] {
+    match *level {
+        Level::ERROR => b"<3>",
+        Level::WARN => b"<4>",
+        Level::INFO => b"<6>",
+        Level::DEBUG | Level::TRACE => b"<7>",
+    }
+}
+
+/// stderr, with each event's priority in front when it is the journal.
+///
+/// Hand-written rather than tracing-journald: that crate writes to the
+/// journal's socket instead of stderr, which would drop `--log-format`
+/// (json lines are what log shippers parse) and make the output differ
+/// between a terminal and a unit; this keeps one format and adds the
+/// three bytes journald's stream protocol reads.
+#[derive(Clone, Copy, Debug)]
+struct Stderr {
+    priorities: bool,
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = PrefixedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        PrefixedStderr { prefix: None }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        PrefixedStderr {
+            prefix: self.priorities.then(|| priority(meta.level())),
+        }
+    }
+}
+
+/// One event's writer: fmt writes the whole formatted line in one call.
+#[derive(Debug)]
+struct PrefixedStderr {
+    prefix: Option<&'static [u8]>,
+}
+
+impl Write for PrefixedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match self.prefix.take() {
+            // One write for prefix and line, so lines of two threads
+            // cannot interleave between them.
+            Some(p) => {
+                let mut line = Vec::with_capacity(p.len() + buf.len());
+                line.extend_from_slice(p);
+                line.extend_from_slice(buf);
+                err.write_all(&line)?;
+            }
+            None => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_follow_syslog() {
+        assert_eq!(priority(&Level::ERROR), b"<3>");
+        assert_eq!(priority(&Level::WARN), b"<4>");
+        assert_eq!(priority(&Level::INFO), b"<6>");
+        assert_eq!(priority(&Level::TRACE), b"<7>");
+    }
+
+    #[test]
+    fn no_journal_stream_means_no_prefix() {
+        // The test runner's stderr is never a journal stream named by a
+        // bogus JOURNAL_STREAM value; without the variable there is none.
+        if std::env::var_os("JOURNAL_STREAM").is_none() {
+            assert!(!stderr_is_journal());
+            assert_eq!(error_prefix(), "");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::naming;
+use super::parse::RestartOn;
 use super::supervise::{ChildInput, Feed};
 use crate::common::metrics::Metrics;
 
@@ -71,12 +72,12 @@ fn input(watched: &[Watched]) -> ChildInput {
 }
 
 /// Watch every prefix; the first input is the snapshots, then an update per
-/// change, with a trigger on set (and on delete when `on_delete`).
+/// change, with a trigger on set (and on delete unless `--restart-on set`).
 pub async fn watch_feed(
     client: &Client,
     named: &[(Prefix, String)],
     since: Option<i64>,
-    on_delete: bool,
+    restart_on: RestartOn,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(ChildInput, mpsc::Receiver<Feed>)> {
     let mut opts = WatchOptions::new();
@@ -124,7 +125,7 @@ pub async fn watch_feed(
                 metrics.watch_resyncs.inc();
             }
             let trigger = match watched[i].state.apply(&msg) {
-                Applied::Changed(Action::Delete) => on_delete,
+                Applied::Changed(Action::Delete) => restart_on.on_delete(),
                 Applied::Changed(_) => true,
                 // A heartbeat re-put: nothing a child needs to know.
                 _ => continue,

@@ -1,31 +1,42 @@
 //! `discover`: etcd v2-style JSON Lines on stdout (`get`, `watch`), a
 //! human table (`ls`), and a supervisor that runs an app with the backends
 //! in its environment (`watch --exec`, `config --exec`).
+//!
+//! Layout:
+//! - this file: the command line ([`Cli`]), the `Plan` it becomes once
+//!   checked (before any I/O), and [`run`], which carries the plan out;
+//! - `exec_args.rs`: the `--exec` flags and the checks clap cannot make;
+//!   `parse.rs`: their value parsers;
+//! - `output.rs` and `envelope.rs`: `get`, `watch`, `ls`, `config` output;
+//!   `naming.rs`: prefix and config key to variable name;
+//! - `feed.rs`: what an `--exec` child is given, kept current by watches;
+//!   `supervise/`: the `--exec` supervisor.
 
 pub mod envelope;
+mod exec_args;
 mod feed;
 pub mod naming;
 mod output;
+pub mod parse;
 pub mod render;
 pub mod supervise;
 
+pub use exec_args::{ExecArgs, WatchExecArgs};
+pub use parse::{RestartOn, parse_kill_signal, parse_signal, parse_wait};
+
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use discovery::{Action, Prefix};
-use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::etcd_args::parse_positive_duration;
 use crate::common::exit::usage;
 use crate::common::metrics::{self, Metrics};
-use crate::common::signals::{Sig, Signals};
+use crate::common::signals::ExecSignals;
 use crate::common::{EtcdArgs, LogArgs};
 
 /// Service discovery for apps in any language: read and follow etcd
@@ -106,6 +117,8 @@ pub struct WatchArgs {
     pub since_revision: Option<i64>,
     #[command(flatten)]
     pub exec: ExecArgs,
+    #[command(flatten)]
+    pub watch_exec: WatchExecArgs,
 }
 
 /// `discover ls`.
@@ -124,39 +137,8 @@ pub struct ConfigArgs {
     pub prefix: String,
     #[command(flatten)]
     pub exec: ExecArgs,
-}
-
-/// Supervisor flags, shared by `watch` and `config`.
-#[derive(Args, Debug, Default)]
-#[command(next_help_heading = "Running a command (--exec)")]
-pub struct ExecArgs {
-    /// Run this command (exec'd directly, never through a shell) with the backends in its environment; everything after --exec is its argv
-    #[arg(long, num_args = 0.., allow_hyphen_values = true, value_name = "CMD [ARGS]...")]
-    pub exec: Option<Vec<OsString>>,
-    /// Name the variable for PREFIX yourself (default: /services/couchbase gives SERVICES_COUCHBASE)
-    #[arg(long, value_name = "NAME=PREFIX")]
-    pub env_name: Vec<String>,
-    /// Write the current snapshot as JSON to PATH (atomically) before each start or reload; DISCOVER_SNAPSHOT_FILE tells the child where
-    #[arg(long, value_name = "PATH")]
-    pub snapshot_file: Option<PathBuf>,
-    /// Which changes restart (or signal) the child: set, or set,delete [default: set,delete]
-    #[arg(long, value_delimiter = ',', value_name = "ACTIONS")]
-    pub restart_on: Vec<String>,
-    /// How long the child gets to exit after SIGTERM before SIGKILL
-    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, value_name = "DURATION")]
-    pub kill_timeout: Duration,
-    /// Send this signal (such as SIGHUP) instead of restarting; the child re-reads --snapshot-file
-    #[arg(long, value_name = "SIG")]
-    pub reload_signal: Option<String>,
-    /// Coalesce a burst of changes: act once MIN passed with no further change, but never later than MAX [default MAX: 4*MIN]
-    #[arg(long, value_name = "MIN[:MAX]")]
-    pub wait: Option<String>,
-    /// A random delay up to DURATION before each restart, so a fleet does not restart at once
-    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
-    pub splay: Option<Duration>,
-    /// Restart a child that exits by itself (with backoff) instead of exiting with its code
-    #[arg(long)]
-    pub restart_child: bool,
+    #[command(flatten)]
+    refused: exec_args::ConfigRefusedArgs,
 }
 
 /// Split `argv` at the first `--exec`: clap sees everything up to and
@@ -176,148 +158,10 @@ pub fn split_exec(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>)
     }
 }
 
-/// Parse `--reload-signal`: `SIGHUP`, `HUP`, `hup` or a number.
-pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
-    let t = s.trim();
-    let sig = if let Ok(n) = t.parse::<i32>() {
-        Signal::try_from(n).ok()
-    } else {
-        let upper = t.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
-        Signal::from_str(&name).ok()
-    };
-    match sig {
-        Some(Signal::SIGKILL | Signal::SIGSTOP) => Err(usage(format!(
-            "--reload-signal {s}: SIGKILL and SIGSTOP cannot be handled by a process; use SIGHUP, SIGUSR1 or SIGUSR2"
-        ))),
-        Some(sig) => Ok(sig),
-        None => Err(usage(format!(
-            "--reload-signal {s:?} is not a signal; use a name such as SIGHUP, HUP or SIGUSR1, or a number"
-        ))),
-    }
-}
-
-/// Parse `--wait MIN[:MAX]`.
-pub fn parse_wait(s: &str) -> anyhow::Result<(Duration, Duration)> {
-    let (min, max) = match s.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let min = parse_positive_duration(min).map_err(|e| usage(format!("--wait: {e}")))?;
-    let max = match max {
-        Some(m) => parse_positive_duration(m).map_err(|e| usage(format!("--wait: {e}")))?,
-        None => min * 4,
-    };
-    if max < min {
-        return Err(usage(format!(
-            "--wait {s}: MAX ({max:?}) is shorter than MIN ({min:?})"
-        )));
-    }
-    Ok((min, max))
-}
-
-/// The checked supervisor settings, or `None` without `--exec`.
-fn exec_options(a: &ExecArgs) -> anyhow::Result<Option<(supervise::ExecOptions, bool)>> {
-    let Some(argv) = &a.exec else {
-        for (set, flag) in [
-            (!a.env_name.is_empty(), "--env-name"),
-            (a.snapshot_file.is_some(), "--snapshot-file"),
-            (!a.restart_on.is_empty(), "--restart-on"),
-            (a.reload_signal.is_some(), "--reload-signal"),
-            (a.wait.is_some(), "--wait"),
-            (a.splay.is_some(), "--splay"),
-            (a.restart_child, "--restart-child"),
-        ] {
-            if set {
-                return Err(usage(format!("{flag} only applies with --exec CMD")));
-            }
-        }
-        return Ok(None);
-    };
-    let Some(prog) = argv.first() else {
-        return Err(usage(
-            "--exec needs a command, such as --exec node worker.js",
-        ));
-    };
-    if which(prog).is_none() {
-        return Err(usage(format!(
-            "--exec: {:?} is not an executable file or a command in PATH",
-            prog
-        )));
-    }
-    let mut restart_on_delete = true;
-    if !a.restart_on.is_empty() {
-        restart_on_delete = false;
-        for r in &a.restart_on {
-            match r.trim() {
-                "set" => {}
-                "delete" => restart_on_delete = true,
-                "update" => {
-                    return Err(usage(
-                        "--restart-on update is refused: an update is a same-value re-put (a heartbeat), and restarting on it is the bug this tool exists to avoid",
-                    ));
-                }
-                other => {
-                    return Err(usage(format!(
-                        "--restart-on: {other:?} is not set or delete"
-                    )));
-                }
-            }
-        }
-        if !a.restart_on.iter().any(|r| r.trim() == "set") {
-            return Err(usage(
-                "--restart-on must include set (a new location is what the child must learn)",
-            ));
-        }
-    }
-    let reload_signal = a.reload_signal.as_deref().map(parse_signal).transpose()?;
-    let wait = a.wait.as_deref().map(parse_wait).transpose()?;
-    if let Some(path) = &a.snapshot_file {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        if !dir.is_dir() {
-            return Err(usage(format!(
-                "--snapshot-file {}: the directory {} does not exist",
-                path.display(),
-                dir.display()
-            )));
-        }
-    }
-    Ok(Some((
-        supervise::ExecOptions {
-            argv: argv.clone(),
-            kill_timeout: a.kill_timeout,
-            reload_signal,
-            wait,
-            splay: a.splay,
-            restart_child: a.restart_child,
-            snapshot_file: a.snapshot_file.clone(),
-        },
-        restart_on_delete,
-    )))
-}
-
-/// Find `prog` as a path or in `PATH`, as execvp would.
-fn which(prog: &OsString) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let p = std::path::Path::new(prog);
-    if p.components().count() > 1 || prog.to_string_lossy().contains('/') {
-        return is_exec(p).then(|| p.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|c| is_exec(c))
-}
+use exec_args::env_names;
+// `discover render` finds the command it runs the same way.
+#[allow(unused_imports)]
+use exec_args::which;
 
 fn prefixes(raw: &[String]) -> anyhow::Result<Vec<Prefix>> {
     raw.iter()
@@ -325,53 +169,11 @@ fn prefixes(raw: &[String]) -> anyhow::Result<Vec<Prefix>> {
         .collect()
 }
 
-/// Pair each prefix with its variable name, honouring `--env-name NAME=PREFIX`.
-fn env_names(prefixes: &[Prefix], overrides: &[String]) -> anyhow::Result<Vec<(Prefix, String)>> {
-    let mut named = Vec::new();
-    for o in overrides {
-        let Some((name, p)) = o.split_once('=') else {
-            return Err(usage(format!(
-                "--env-name {o:?}: write NAME=PREFIX, such as COUCHBASE=/services/couchbase"
-            )));
-        };
-        naming::check_env_name(name).map_err(|e| usage(format!("--env-name: {e}")))?;
-        let p = Prefix::new(p)?;
-        if !prefixes.contains(&p) {
-            return Err(usage(format!(
-                "--env-name {o}: {p} is not one of the watched prefixes"
-            )));
-        }
-        if named.iter().any(|(q, _)| *q == p) {
-            return Err(usage(format!("--env-name names {p} twice")));
-        }
-        named.push((p, name.to_owned()));
-    }
-    let mut out: Vec<(Prefix, String)> = Vec::new();
-    for p in prefixes {
-        let given = named.iter().find(|(q, _)| q == p).map(|(_, n)| n.clone());
-        let name = given.clone().unwrap_or_else(|| naming::env_name(p));
-        if let Err(e) = naming::check_not_reserved(&name) {
-            return Err(usage(match given {
-                Some(_) => format!("--env-name {name}={p}: {e}"),
-                None => {
-                    format!("{p} would be passed as {name}: {e}; name it with --env-name NAME={p}")
-                }
-            }));
-        }
-        if let Some((q, _)) = out.iter().find(|(_, n)| *n == name) {
-            return Err(usage(format!(
-                "{q} and {p} would both be passed as {name}; name one of them with --env-name NAME=PREFIX"
-            )));
-        }
-        out.push((p.clone(), name));
-    }
-    Ok(out)
-}
-
 /// Wait for `fut`, unless SIGTERM or SIGINT comes first (None): before a
-/// child exists there is nothing to stop, and discover just exits.
+/// child exists there is nothing to stop, and discover just exits; any
+/// other signal has no child to go to yet.
 async fn before_child<T>(
-    signals: &mut Signals,
+    signals: &mut ExecSignals,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(fut);
@@ -379,12 +181,95 @@ async fn before_child<T>(
         tokio::select! {
             v = &mut fut => return Some(v),
             sig = signals.recv() => {
-                if sig != Sig::Hup {
-                    tracing::info!(signal = sig.name(), "stopping before the child was started");
+                if ExecSignals::is_stop(sig) {
+                    tracing::info!(signal = %sig, "stopping before the child was started");
                     return None;
                 }
+                tracing::info!(signal = %sig, "no child to pass the signal on to yet");
             }
         }
+    }
+}
+
+/// What a checked command line asks for: each variant owns all it needs.
+#[derive(Debug)]
+enum Plan {
+    /// `get`: print each prefix once.
+    Get {
+        prefixes: Vec<Prefix>,
+        format: Format,
+        ttl: bool,
+    },
+    /// `ls`: a table.
+    Ls(Prefix),
+    /// `watch` without `--exec`: print lines.
+    Watch {
+        named: Vec<(Prefix, String)>,
+        actions: Vec<Action>,
+        since: Option<i64>,
+    },
+    /// `watch --exec`: supervise a child fed by the watches.
+    WatchExec {
+        named: Vec<(Prefix, String)>,
+        since: Option<i64>,
+        restart_on: RestartOn,
+        exec: supervise::ExecOptions,
+    },
+    /// `config` without `--exec`: print the config as JSON lines.
+    Config(Prefix),
+    /// `config --exec`: supervise a child fed by the config.
+    ConfigExec {
+        prefix: Prefix,
+        exec: supervise::ExecOptions,
+    },
+}
+
+impl Plan {
+    /// Check everything the command line says, before any I/O.
+    fn new(cmd: Cmd) -> anyhow::Result<Self> {
+        Ok(match cmd {
+            Cmd::Get(a) => Plan::Get {
+                prefixes: prefixes(&a.prefixes)?,
+                format: a.format,
+                ttl: a.ttl,
+            },
+            Cmd::Ls(a) => Plan::Ls(Prefix::new(&a.prefix)?),
+            Cmd::Watch(a) => {
+                let ps = prefixes(&a.prefixes)?;
+                let named = env_names(&ps, &a.watch_exec.env_name)?;
+                let since = a.since_revision;
+                match a.exec.options()? {
+                    None => Plan::Watch {
+                        named,
+                        actions: a.actions,
+                        since,
+                    },
+                    Some(_) if !a.actions.is_empty() => {
+                        return Err(usage(
+                            "--actions filters printed lines; with --exec nothing is printed (use --restart-on)",
+                        ));
+                    }
+                    Some(exec) => Plan::WatchExec {
+                        named,
+                        since,
+                        restart_on: RestartOn::from_triggers(&a.watch_exec.restart_on)?,
+                        exec,
+                    },
+                }
+            }
+            Cmd::Config(a) => {
+                let prefix = Prefix::new(&a.prefix)?;
+                match a.exec.options()? {
+                    None => Plan::Config(prefix),
+                    Some(exec) => Plan::ConfigExec { prefix, exec },
+                }
+            }
+            Cmd::Render(_) => {
+                return Err(anyhow::anyhow!(
+                    "internal error: discover render is dispatched before the shared plan"
+                ));
+            }
+        })
     }
 }
 
@@ -395,132 +280,94 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<i32> {
     let connect = cli.etcd.connect_options(user_source)?;
-    // Check everything the command line says before any I/O.
-    let plan = match &cli.cmd {
-        Cmd::Get(a) => Plan::Get(prefixes(&a.prefixes)?),
-        Cmd::Ls(a) => Plan::Ls(Prefix::new(&a.prefix)?),
-        Cmd::Watch(a) => {
-            let ps = prefixes(&a.prefixes)?;
-            let exec = exec_options(&a.exec)?;
-            let named = env_names(&ps, &a.exec.env_name)?;
-            if exec.is_some() && !a.actions.is_empty() {
-                return Err(usage(
-                    "--actions filters printed lines; with --exec nothing is printed (use --restart-on)",
-                ));
-            }
-            Plan::Watch(named, exec)
-        }
-        Cmd::Config(a) => {
-            let p = Prefix::new(&a.prefix)?;
-            if !a.exec.env_name.is_empty() {
-                return Err(usage(
-                    "--env-name applies to watch; config keys name their own variables",
-                ));
-            }
-            if !a.exec.restart_on.is_empty() {
-                return Err(usage(
-                    "--restart-on applies to watch; config restarts (or signals) the child on every change of the config",
-                ));
-            }
-            Plan::Config(p, exec_options(&a.exec)?)
-        }
-        Cmd::Render(a) => return render::run(a, connect, cli.metrics_addr, shutdown).await,
+    // `discover render` checks its own command line (render::args).
+    let cmd = match cli.cmd {
+        Cmd::Render(a) => return render::run(&a, connect, cli.metrics_addr, shutdown).await,
+        other => other,
     };
+    let plan = Plan::new(cmd)?;
     let metrics = Arc::new(Metrics::with_prefix("discover"));
     if let Some(addr) = cli.metrics_addr {
         metrics::serve(addr, metrics.clone(), shutdown.clone())
             .await
             .map_err(|e| usage(format!("--metrics-addr {addr}: {e}")))?;
     }
-    let long_running = matches!(plan, Plan::Watch(..) | Plan::Config(..));
-    // With --exec the supervisor owns the signals (it forwards them to the
-    // child); until the child runs, a stop signal just ends discover.
-    let exec_mode = matches!(plan, Plan::Watch(_, Some(_)) | Plan::Config(_, Some(_)));
-    let mut signals = if exec_mode {
-        Some(Signals::install().context("cannot install signal handlers")?)
-    } else {
-        None
-    };
-    let client = match signals.as_mut() {
-        Some(sig) => match before_child(sig, connect.connect_retrying()).await {
-            Some(c) => c.context("cannot use etcd")?,
-            None => return Ok(0),
-        },
-        None if long_running => tokio::select! {
-            c = connect.connect_retrying() => c.context("cannot use etcd")?,
-            _ = shutdown.cancelled() => return Ok(0),
-        },
-        None => connect.connect().await.context("cannot use etcd")?,
-    };
-    match (plan, &cli.cmd) {
-        (Plan::Get(ps), Cmd::Get(a)) => output::get(&client, &ps, a.format, a.ttl).await,
-        (Plan::Ls(p), _) => output::ls(&client, &p).await,
-        (Plan::Watch(named, None), Cmd::Watch(a)) => {
-            output::watch(
-                &client,
-                &named,
-                &a.actions,
-                a.since_revision,
-                metrics,
-                shutdown,
-            )
-            .await
+    let (feed, exec) = match plan {
+        Plan::Get {
+            prefixes,
+            format,
+            ttl,
+        } => {
+            let client = connect.connect().await.context("cannot use etcd")?;
+            return output::get(&client, &prefixes, format, ttl).await;
         }
-        (Plan::Watch(named, Some((opts, on_delete))), Cmd::Watch(a)) => {
-            let mut signals = signals.context("signal handlers")?;
-            let setup = feed::watch_feed(
-                &client,
-                &named,
-                a.since_revision,
-                on_delete,
-                metrics.clone(),
-            );
-            let Some(setup) = before_child(&mut signals, setup).await else {
-                return Ok(0);
+        Plan::Ls(p) => {
+            let client = connect.connect().await.context("cannot use etcd")?;
+            return output::ls(&client, &p).await;
+        }
+        Plan::Watch {
+            named,
+            actions,
+            since,
+        } => {
+            let client = tokio::select! {
+                c = connect.connect_retrying() => c.context("cannot use etcd")?,
+                _ = shutdown.cancelled() => return Ok(0),
             };
-            let (initial, rx) = setup?;
-            supervise::supervise(opts, initial, rx, signals, metrics).await
+            return output::watch(&client, &named, &actions, since, metrics, shutdown).await;
         }
-        (Plan::Config(p, None), _) => output::config(&client, &p, shutdown).await,
-        (Plan::Config(p, Some((opts, _))), _) => {
-            let mut signals = signals.context("signal handlers")?;
-            let setup = feed::config_feed(&client, &p, metrics.clone());
-            let Some(setup) = before_child(&mut signals, setup).await else {
-                return Ok(0);
+        Plan::Config(p) => {
+            let client = tokio::select! {
+                c = connect.connect_retrying() => c.context("cannot use etcd")?,
+                _ = shutdown.cancelled() => return Ok(0),
             };
-            let (initial, rx) = setup?;
-            supervise::supervise(opts, initial, rx, signals, metrics).await
+            return output::config(&client, &p, shutdown).await;
         }
-        (plan, _) => Err(anyhow::anyhow!(
-            "internal error: the {} plan does not match its subcommand",
-            plan.name()
-        )),
-    }
+        Plan::WatchExec {
+            named,
+            since,
+            restart_on,
+            exec,
+        } => (FeedPlan::Watch(named, since, restart_on), exec),
+        Plan::ConfigExec { prefix, exec } => (FeedPlan::Config(prefix), exec),
+    };
+    // With --exec the supervisor owns the signals (it passes them on to
+    // the child); until the child runs, a stop request just ends discover.
+    let mut signals = ExecSignals::install().context("cannot install signal handlers")?;
+    let Some(client) = before_child(&mut signals, connect.connect_retrying()).await else {
+        return Ok(0);
+    };
+    let client = client.context("cannot use etcd")?;
+    let setup = async {
+        match &feed {
+            FeedPlan::Watch(named, since, restart_on) => {
+                feed::watch_feed(&client, named, *since, *restart_on, metrics.clone()).await
+            }
+            FeedPlan::Config(prefix) => feed::config_feed(&client, prefix, metrics.clone()).await,
+        }
+    };
+    let Some(setup) = before_child(&mut signals, setup).await else {
+        return Ok(0);
+    };
+    let (initial, rx) = setup?;
+    supervise::supervise(exec, initial, rx, signals, metrics).await
 }
 
-enum Plan {
-    Get(Vec<Prefix>),
-    Ls(Prefix),
-    Watch(
-        Vec<(Prefix, String)>,
-        Option<(supervise::ExecOptions, bool)>,
-    ),
-    Config(Prefix, Option<(supervise::ExecOptions, bool)>),
-}
-
-impl Plan {
-    fn name(&self) -> &'static str {
-        match self {
-            Plan::Get(_) => "get",
-            Plan::Ls(_) => "ls",
-            Plan::Watch(..) => "watch",
-            Plan::Config(..) => "config",
-        }
-    }
+/// Where an `--exec` child's input comes from.
+enum FeedPlan {
+    /// Watches of these prefixes, from a revision, with a restart rule.
+    Watch(Vec<(Prefix, String)>, Option<i64>, RestartOn),
+    /// The config under a prefix.
+    Config(Prefix),
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+    use nix::sys::signal::Signal;
+
     use super::*;
 
     #[test]
@@ -536,37 +383,98 @@ mod tests {
         assert!(split_exec(v(&["discover", "get", "/p"])).1.is_none());
     }
 
+    /// The flag groups as clap sees them: exec-only flags need --exec, and
+    /// `config` does not offer what it would refuse.
     #[test]
-    fn signals_and_waits() {
-        assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
-        assert_eq!(parse_signal("usr1").unwrap(), Signal::SIGUSR1);
-        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+    fn exec_only_flags_need_exec_and_config_has_no_watch_flags() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        for flag in [
+            &["--snapshot-file", "/tmp/f"][..],
+            &["--kill-signal", "QUIT"],
+            &["--kill-timeout", "3s"],
+            &["--reload-signal", "HUP"],
+            &["--wait", "1s"],
+            &["--splay", "1s"],
+            &["--restart-child"],
+            &["--env-name", "A=/x"],
+            &["--restart-on", "set"],
+        ] {
+            let mut args = vec!["discover", "watch", "/x"];
+            args.extend_from_slice(flag);
+            let e = parse(&args).expect_err("needs --exec");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{flag:?}"
+            );
+            assert!(e.to_string().contains("--exec"), "{flag:?}: {e}");
+            args.push("--exec");
+            assert!(parse(&args).is_ok(), "{flag:?} with --exec");
+        }
+        // Defaults do not count as given.
+        assert!(parse(&["discover", "watch", "/x"]).is_ok());
+        assert!(parse(&["discover", "config", "/c"]).is_ok());
+        for flag in ["--env-name", "--restart-on"] {
+            let e = parse(&["discover", "config", "/c", flag, "x", "--exec"]).expect_err(flag);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            assert!(
+                e.to_string().contains(&format!("{flag} applies to watch")),
+                "{e}"
+            );
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("config")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
         assert!(
-            parse_signal("SIGNOPE")
-                .unwrap_err()
-                .to_string()
-                .contains("not a signal")
+            help.contains("--kill-signal")
+                && !help.contains("--env-name")
+                && !help.contains("--restart-on"),
+            "{help}"
         );
-        assert!(
-            parse_signal("KILL")
-                .unwrap_err()
-                .to_string()
-                .contains("cannot be handled")
-        );
-        assert_eq!(
-            parse_wait("200ms:2s").unwrap(),
-            (Duration::from_millis(200), Duration::from_secs(2))
-        );
-        assert_eq!(
-            parse_wait("1s").unwrap(),
-            (Duration::from_secs(1), Duration::from_secs(4))
-        );
-        assert!(
-            parse_wait("2s:1s")
-                .unwrap_err()
-                .to_string()
-                .contains("shorter")
-        );
-        assert!(parse_wait("0").is_err());
+    }
+
+    #[test]
+    fn plans_own_their_data() {
+        let plan = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args.iter().copied()).unwrap();
+            Plan::new(cli.cmd)
+        };
+        let mut cli = Cli::try_parse_from([
+            "discover",
+            "watch",
+            "/x",
+            "--restart-on",
+            "set",
+            "--wait",
+            "1s",
+            "--kill-signal",
+            "QUIT",
+            "--exec",
+        ])
+        .unwrap();
+        if let Cmd::Watch(a) = &mut cli.cmd {
+            a.exec.exec = Some(vec!["true".into()]);
+        }
+        match Plan::new(cli.cmd).unwrap() {
+            Plan::WatchExec {
+                restart_on,
+                exec,
+                named,
+                ..
+            } => {
+                assert_eq!(restart_on, RestartOn::SetOnly);
+                assert_eq!(exec.kill_signal, Signal::SIGQUIT);
+                assert_eq!(exec.wait.map(|w| w.max), Some(Duration::from_secs(4)));
+                assert_eq!(named[0].1, "X");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            plan(&["discover", "watch", "/x", "--actions", "set"]),
+            Ok(Plan::Watch { .. })
+        ));
+        let e = plan(&["discover", "watch", "/x", "--exec"]).unwrap_err();
+        assert!(e.to_string().contains("needs a command"), "{e}");
     }
 }

@@ -88,7 +88,7 @@ fn split_cmd(flag: &str, s: &str) -> anyhow::Result<Vec<String>> {
     let Some(prog) = argv.first() else {
         return Err(usage(format!("{flag} is empty; give a command")));
     };
-    if super::super::which(&prog.into()).is_none() {
+    if super::super::exec_args::which(&prog.into()).is_none() {
         return Err(usage(format!(
             "{flag}: {prog:?} is not an executable file or a command in PATH"
         )));
