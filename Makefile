@@ -97,6 +97,10 @@ install:
 	for d in node-web node-worker node-watch-inline; do \
 	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
 	done
+	@# discover render's nginx example: the template, and its unit pointed at PREFIX.
+	install -d $(DESTDIR)$(SHAREDIR)/examples/nginx-upstream
+	install -m 0644 examples/nginx-upstream/upstream.conf.j2 $(DESTDIR)$(SHAREDIR)/examples/nginx-upstream/
+	sed 's|/usr/local/|$(PREFIX)/|g' examples/nginx-upstream/web-lb.service > $(DESTDIR)$(UNITDIR)/web-lb.service && chmod 0644 $(DESTDIR)$(UNITDIR)/web-lb.service
 
 # Benchmarks against the chapter's bash sidekick, etcdctl and a bare watch;
 # rewrites BENCHMARKS.md (about 10 minutes; run on an otherwise idle machine).

@@ -30,6 +30,8 @@ check memcached /usr/bin/memcached  # node-web against a real memcached
 check podman podman                 # the second container engine (tests/tests/podman.rs)
 check python3 python3               # pip fetches etcd 3.5 (below)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+check nginx /usr/sbin/nginx         # discover render's end-to-end test: a real load balancer
+check curl curl                     # requests through that nginx
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"

@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-type Labels = Vec<(String, String)>;
+/// A metric's labels, as `(name, value)` pairs.
+pub type Labels = Vec<(String, String)>;
 
 /// Every metric either tool exports.
 #[derive(Debug)]
@@ -143,6 +144,14 @@ impl Metrics {
             up,
             watches_down: AtomicI64::new(0),
         }
+    }
+
+    /// Register a counter family of one subcommand's own (such as
+    /// `discover render`'s), before the metrics are shared.
+    pub fn register_family(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
+        let f = Family::<Labels, Counter>::default();
+        self.registry.register(name, help, f.clone());
+        f
     }
 
     /// Count one watch event.

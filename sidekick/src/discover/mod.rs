@@ -18,6 +18,7 @@ mod feed;
 pub mod naming;
 mod output;
 pub mod parse;
+pub mod render;
 pub mod supervise;
 
 pub use exec_args::{ExecArgs, WatchExecArgs};
@@ -73,6 +74,8 @@ pub enum Cmd {
     Ls(LsArgs),
     /// The config under PREFIX as environment variables of a command (--exec), or as JSON lines
     Config(ConfigArgs),
+    /// Render templates to files from the watched prefixes, check them, and reload their reader (confd, consul-template)
+    Render(render::RenderArgs),
 }
 
 /// Output formats of `get`.
@@ -261,6 +264,11 @@ impl Plan {
                     Some(exec) => Plan::ConfigExec { prefix, exec },
                 }
             }
+            Cmd::Render(_) => {
+                return Err(anyhow::anyhow!(
+                    "internal error: discover render is dispatched before the shared plan"
+                ));
+            }
         })
     }
 }
@@ -272,7 +280,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<i32> {
     let connect = cli.etcd.connect_options(user_source)?;
-    let plan = Plan::new(cli.cmd)?;
+    // `discover render` checks its own command line (render::args).
+    let cmd = match cli.cmd {
+        Cmd::Render(a) => return render::run(&a, connect, cli.metrics_addr, shutdown).await,
+        other => other,
+    };
+    let plan = Plan::new(cmd)?;
     let metrics = Arc::new(Metrics::with_prefix("discover"));
     if let Some(addr) = cli.metrics_addr {
         metrics::serve(addr, metrics.clone(), shutdown.clone())

@@ -2,7 +2,7 @@
 //! its peer in one run.
 //!
 //! ```text
-//! bench [--out BENCHMARKS.md] [--quick] [--only P4|P5|P8|agents]
+//! bench [--out BENCHMARKS.md] [--quick] [--only P4|P5|P8|agents|render]
 //! bench --storm-to ENDPOINT COUNT
 //! bench --lease-probe group|leases N ENDPOINT   (P8's lease comparison)
 //! ```
@@ -16,6 +16,7 @@ mod get;
 mod host;
 mod peer;
 mod procfs;
+mod render;
 mod report;
 mod stats;
 mod stream;
@@ -36,7 +37,7 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P4|P5|P8|agents]\n       bench --storm-to ENDPOINT COUNT";
+const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P4|P5|P8|agents|render]\n       bench --storm-to ENDPOINT COUNT";
 
 /// Anything this tool does not know stops it before it starts etcd and
 /// Docker work that takes minutes (`--help` included: this is the help).
@@ -50,7 +51,7 @@ fn check_usage(args: &[String]) {
             "--only"
                 if matches!(
                     args.get(i + 1).map(String::as_str),
-                    Some("P4" | "P5" | "P8" | "agents")
+                    Some("P4" | "P5" | "P8" | "agents" | "render")
                 ) =>
             {
                 i += 2
@@ -163,6 +164,19 @@ async fn main() {
                 t.replay[w].iter().map(|r| r.round()).collect::<Vec<_>>()
             );
         }
+        return;
+    }
+    if only.as_deref() == Some("render") {
+        // discover render: an etcd change until nginx serves it (--wait 0).
+        let s = render::run(&etcd, if quick { 10 } else { 200 }).await;
+        println!(
+            "render: etcd change -> nginx serving the new upstream: p50 {} ms, p99 {} ms (n={}, min {}, max {})",
+            stats::num(s.p50),
+            stats::num(s.p99),
+            s.n,
+            stats::num(s.min),
+            stats::num(s.max)
+        );
         return;
     }
     let docker = Docker::connect().await;

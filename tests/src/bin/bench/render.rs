@@ -1,0 +1,149 @@
+//! `bench --only render`: a change in etcd until nginx serves the new
+//! upstream, through `discover render --wait 0` with the example's own
+//! template, `nginx -t` as the check and `nginx -s reload`.
+//!
+//! Each round moves `web/1` between two real HTTP backends (each answers
+//! with its own port) and polls nginx with fresh connections until the
+//! answer is the new backend's.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{EtcdCluster, Proc};
+use tokio::time::Instant;
+
+use crate::stats::Summary;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn backend(port: u16) -> Proc {
+    let mut c = Command::new("node");
+    c.arg("-e")
+        .arg(
+            "const p = Number(process.env.PORT);\
+             require('http').createServer((q, r) => r.end(String(p)))\
+             .listen(p, '127.0.0.1', () => console.log('listening on ' + p))",
+        )
+        .env("PORT", port.to_string());
+    Proc::spawn(c)
+}
+
+/// One GET on a fresh connection: the body.
+fn get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// Poll nginx until it answers `want`; the time it took from `t0`.
+async fn until_serving(lb: u16, want: &str, t0: Instant) -> Duration {
+    let want = want.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if get(lb).as_deref() == Some(want.as_str()) {
+                return t0.elapsed();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not serve {want} within 30 s"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Measure `rounds` changes; returns the summary in milliseconds.
+pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Summary {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let c = etcd.client().await;
+    let prefix = "/bench/render";
+    let lb = free_port();
+    for (k, v) in [
+        ("listen", format!("\"127.0.0.1:{lb}\"")),
+        ("pid", format!("\"{d}/nginx.pid\"")),
+        ("error_log", format!("\"{d}/error.log\"")),
+    ] {
+        c.put(&format!("{prefix}/lb/{k}"), v).await.unwrap();
+    }
+    let ports = [free_port(), free_port()];
+    let backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
+    for (b, p) in backends.iter().zip(ports) {
+        b.wait_stdout(Duration::from_secs(20), "a backend", |l| {
+            l == format!("listening on {p}")
+        })
+        .await;
+    }
+    c.put(
+        &format!("{prefix}/web/1"),
+        format!("127.0.0.1:{}", ports[0]),
+    )
+    .await
+    .unwrap();
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/nginx-upstream/upstream.conf.j2")
+        .display()
+        .to_string();
+    let nginx_flags = format!("-p {d}/ -e {d}/error.log");
+    let args = [
+        "render".to_owned(),
+        "--watch".to_owned(),
+        format!("web={prefix}/web"),
+        "--config".to_owned(),
+        format!("{prefix}/lb"),
+        "--template".to_owned(),
+        format!("{template}:{d}/nginx.conf"),
+        "--check-cmd".to_owned(),
+        format!("/usr/sbin/nginx -t -q {nginx_flags} -c {{{{src}}}}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut once = Proc::spawn(harness::proc::discover(
+        etcd,
+        &[args.as_slice(), &["--once"]].concat(),
+    ));
+    assert!(
+        once.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        once.dump()
+    );
+    let mut ng = Command::new("/usr/sbin/nginx");
+    ng.args(nginx_flags.split(' '))
+        .args(["-c", &format!("{d}/nginx.conf"), "-g", "daemon off;"]);
+    let _nginx = Proc::spawn(ng);
+    let reload = format!("/usr/sbin/nginx -s reload {nginx_flags} -c {d}/nginx.conf");
+    let render = Proc::spawn(harness::proc::discover(
+        etcd,
+        &[args.as_slice(), &["--reload-cmd", &reload, "--wait", "0"]].concat(),
+    ));
+    render
+        .wait_stderr(Duration::from_secs(30), "render to follow", |l| {
+            l.contains("rendering; following etcd")
+        })
+        .await;
+    until_serving(lb, &ports[0].to_string(), Instant::now()).await;
+    let mut took = Vec::new();
+    for i in 0..rounds {
+        let to = ports[(i + 1) % 2];
+        let t0 = Instant::now();
+        c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{to}"))
+            .await
+            .unwrap();
+        took.push(until_serving(lb, &to.to_string(), t0).await);
+    }
+    Summary::of_durations_ms(&took)
+}

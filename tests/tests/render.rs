@@ -1,0 +1,743 @@
+//! `discover render` against a real etcd, a real nginx (Debian's, as a
+//! non-daemon child with its own prefix in a temporary directory, on free
+//! loopback ports) and real HTTP backends that answer with their own port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::{Etcd, Proc, eventually_async, unique_prefix};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real HTTP server (node) that answers every request with its own port.
+fn backend(port: u16) -> Proc {
+    let mut c = Command::new("node");
+    c.arg("-e")
+        .arg(
+            "const p = Number(process.env.PORT);\
+             require('http').createServer((q, r) => r.end(String(p)))\
+             .listen(p, '127.0.0.1', () => console.log('listening on ' + p))",
+        )
+        .env("PORT", port.to_string());
+    Proc::spawn(c)
+}
+
+async fn wait_listening(b: &Proc, port: u16) {
+    b.wait_stdout(Duration::from_secs(20), "the backend to listen", |l| {
+        l == format!("listening on {port}")
+    })
+    .await;
+}
+
+/// One GET through `port` with the real curl: the body, or None.
+async fn curl(port: u16) -> Option<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `n` GETs through nginx: the bodies, or None if any failed.
+async fn hits(port: u16, n: usize) -> Option<Vec<String>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(curl(port).await?);
+    }
+    Some(v)
+}
+
+/// One sample of discover's metrics (`name{labels}` exactly), 0 when absent.
+async fn metric(port: u16, series: &str) -> u64 {
+    let series = series.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// Wait until a counter reaches at least `at_least`.
+async fn wait_metric(port: u16, series: &str, at_least: u64) {
+    eventually_async(
+        Duration::from_secs(30),
+        format!("{series} to reach {at_least}"),
+        || async { (metric(port, series).await >= at_least).then_some(()) },
+    )
+    .await;
+}
+
+const RELOADS_OK: &str = "discover_render_reloads_total{outcome=\"ok\"}";
+const CHECK_FAILED: &str = "discover_render_templates_total{outcome=\"check_failed\"}";
+const RENDER_FAILED: &str = "discover_render_templates_total{outcome=\"render_failed\"}";
+const UNCHANGED: &str = "discover_render_templates_total{outcome=\"unchanged\"}";
+
+/// nginx in front of `/…/web`, configured by `discover render` from the
+/// example's own template, as examples/nginx-upstream/web-lb.service runs it.
+struct Lb {
+    dir: tempfile::TempDir,
+    port: u16,
+    metrics: u16,
+    render: Proc,
+    _nginx: Proc,
+}
+
+impl Lb {
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
+    fn nginx_args(dir: &Path) -> Vec<String> {
+        let d = dir.display();
+        vec![
+            "-p".into(),
+            format!("{d}/"),
+            "-e".into(),
+            format!("{d}/error.log"),
+        ]
+    }
+
+    fn render_args(prefix: &str, dir: &Path) -> Vec<String> {
+        let nginx = Self::nginx_args(dir).join(" ");
+        let d = dir.display();
+        vec![
+            "render".into(),
+            "--watch".into(),
+            format!("web={prefix}/web"),
+            "--config".into(),
+            format!("{prefix}/lb"),
+            "--template".into(),
+            format!(
+                "{}:{d}/nginx.conf:0644",
+                repo()
+                    .join("examples/nginx-upstream/upstream.conf.j2")
+                    .display()
+            ),
+            "--check-cmd".into(),
+            format!("/usr/sbin/nginx -t -q {nginx} -c {{{{src}}}}"),
+        ]
+    }
+
+    /// Render once, start nginx, then follow with `extra` flags.
+    async fn start(etcd: &Etcd, prefix: &str, extra: &[&str]) -> Lb {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let c = etcd.client().await;
+        let d = dir.path().display().to_string();
+        c.put(
+            &format!("{prefix}/lb/listen"),
+            format!("\"127.0.0.1:{port}\""),
+        )
+        .await
+        .unwrap();
+        c.put(&format!("{prefix}/lb/pid"), format!("\"{d}/nginx.pid\""))
+            .await
+            .unwrap();
+        c.put(
+            &format!("{prefix}/lb/error_log"),
+            format!("\"{d}/error.log\""),
+        )
+        .await
+        .unwrap();
+        let args = Self::render_args(prefix, dir.path());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // As the unit's ExecStartPre: the first config, checked.
+        let mut once = Proc::spawn(harness::proc::discover(
+            etcd,
+            &[args.as_slice(), &["--once"]].concat(),
+        ));
+        let st = once.wait_exit(Duration::from_secs(30)).await;
+        assert!(st.success(), "render --once: {st}\n{}", once.dump());
+        let mut ng = Command::new("/usr/sbin/nginx");
+        ng.args(Self::nginx_args(dir.path()))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"]);
+        let nginx = Proc::spawn(ng);
+        let metrics = free_port();
+        let reload = format!(
+            "/usr/sbin/nginx -s reload {} -c {d}/nginx.conf",
+            Self::nginx_args(dir.path()).join(" ")
+        );
+        let maddr = format!("127.0.0.1:{metrics}");
+        let follow: Vec<&str> = [
+            args.as_slice(),
+            &["--reload-cmd", &reload, "--metrics-addr", &maddr],
+            extra,
+        ]
+        .concat();
+        let render = Proc::spawn(harness::proc::discover(etcd, &follow));
+        render
+            .wait_stderr(Duration::from_secs(30), "render to follow etcd", |l| {
+                l.contains("rendering; following etcd")
+            })
+            .await;
+        Lb {
+            dir,
+            port,
+            metrics,
+            render,
+            _nginx: nginx,
+        }
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "{}\n--- nginx.conf ---\n{}\n--- error.log ---\n{}",
+            self.render.dump(),
+            std::fs::read_to_string(self.conf()).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        )
+    }
+
+    /// Wait until `n` requests in a row reach exactly the backends `want`.
+    async fn wait_serving(&self, want: &[u16], what: &str) {
+        let want: BTreeSet<String> = want.iter().map(u16::to_string).collect();
+        let n = want.len() * 3;
+        eventually_async(
+            Duration::from_secs(30),
+            format!("{what}\n{}", self.dump()),
+            || {
+                let want = want.clone();
+                async move {
+                    let got: BTreeSet<String> = hits(self.port, n).await?.into_iter().collect();
+                    (got == want).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_follows_the_backends_with_one_reload_per_change() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-lb");
+    let c = etcd.client().await;
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
+    for (b, p) in backends.iter().zip(&ports) {
+        wait_listening(b, *p).await;
+    }
+    for (i, p) in ports[..3].iter().enumerate() {
+        c.put(&format!("{prefix}/web/{}", i + 1), format!("127.0.0.1:{p}"))
+            .await
+            .unwrap();
+    }
+    let lb = Lb::start(&etcd, &prefix, &["--wait", "0"]).await;
+    // Round robin over all three, each answering with its own port.
+    lb.wait_serving(&ports[..3], "nginx to reach web 1..3")
+        .await;
+    let conf = std::fs::read_to_string(lb.conf()).unwrap();
+    assert!(
+        conf.contains(&format!("server 127.0.0.1:{};", ports[0])),
+        "{conf}"
+    );
+    let base = metric(lb.metrics, RELOADS_OK).await;
+
+    // web/3 leaves etcd while its process still answers: only the reload
+    // can take it out of nginx's rotation.
+    c.delete(&format!("{prefix}/web/3")).await.unwrap();
+    lb.wait_serving(&ports[..2], "nginx to stop sending to web/3")
+        .await;
+    // nginx may serve the new config a moment before discover counts the
+    // reload (the reload command returns after the signal).
+    wait_metric(lb.metrics, RELOADS_OK, base + 1).await;
+    assert_eq!(
+        metric(lb.metrics, RELOADS_OK).await,
+        base + 1,
+        "one reload for one change\n{}",
+        lb.dump()
+    );
+    drop(backends.remove(2));
+
+    // A fourth registers and gets traffic.
+    c.put(
+        &format!("{prefix}/web/4"),
+        format!("127.0.0.1:{}", ports[3]),
+    )
+    .await
+    .unwrap();
+    lb.wait_serving(&[ports[0], ports[1], ports[3]], "web/4 to get traffic")
+        .await;
+    wait_metric(lb.metrics, RELOADS_OK, base + 2).await;
+    assert_eq!(
+        metric(lb.metrics, RELOADS_OK).await,
+        base + 2,
+        "{}",
+        lb.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-check");
+    let c = etcd.client().await;
+    let port = free_port();
+    let b = backend(port);
+    wait_listening(&b, port).await;
+    c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let lb = Lb::start(&etcd, &prefix, &["--wait", "0"]).await;
+    lb.wait_serving(&[port], "nginx to reach web/1").await;
+    let before = std::fs::read_to_string(lb.conf()).unwrap();
+    let reloads = metric(lb.metrics, RELOADS_OK).await;
+
+    // Port 0 renders fine but `nginx -t` refuses it.
+    c.put(&format!("{prefix}/web/2"), r#"{"ip":"127.0.0.1","port":0}"#)
+        .await
+        .unwrap();
+    eventually_async(Duration::from_secs(30), "a check failure", || async {
+        (metric(lb.metrics, CHECK_FAILED).await >= 1).then_some(())
+    })
+    .await;
+    lb.render
+        .wait_stderr(
+            Duration::from_secs(5),
+            "the checker's output in the log",
+            |l| l.contains("invalid port in upstream"),
+        )
+        .await;
+    // A value without a port: `{{ b.port }}` fails, the old file stays.
+    c.put(&format!("{prefix}/web/2"), "127.0.0.1")
+        .await
+        .unwrap();
+    eventually_async(Duration::from_secs(30), "a render failure", || async {
+        (metric(lb.metrics, RENDER_FAILED).await >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(lb.conf()).unwrap(), before);
+    assert_eq!(
+        metric(lb.metrics, RELOADS_OK).await,
+        reloads,
+        "{}",
+        lb.dump()
+    );
+    assert_eq!(hits(lb.port, 3).await.unwrap(), vec![port.to_string(); 3]);
+    let left: Vec<_> = std::fs::read_dir(lb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    // The bad key goes: the rendering is the file again, nothing to do.
+    let unchanged = metric(lb.metrics, UNCHANGED).await;
+    c.delete(&format!("{prefix}/web/2")).await.unwrap();
+    eventually_async(
+        Duration::from_secs(30),
+        "an unchanged rendering",
+        || async { (metric(lb.metrics, UNCHANGED).await > unchanged).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        metric(lb.metrics, RELOADS_OK).await,
+        reloads,
+        "{}",
+        lb.dump()
+    );
+}
+
+/// `discover render` with a plain template and a reload command that
+/// appends a line to a file: how many reloads ran, exactly.
+struct Plain {
+    dir: tempfile::TempDir,
+    metrics: u16,
+    render: Proc,
+}
+
+impl Plain {
+    async fn start(etcd: &Etcd, prefix: &str, wait: &str) -> Plain {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("t.j2"),
+            "{% for b in web %}\n{{ b.name }} {{ b.value }}\n{% endfor %}\n",
+        )
+        .unwrap();
+        let metrics = free_port();
+        let render = Proc::spawn(harness::proc::discover(
+            etcd,
+            &[
+                "render",
+                "--watch",
+                &format!("web={prefix}/web"),
+                "--template",
+                &format!("{d}/t.j2:{d}/out"),
+                "--reload-cmd",
+                &format!("sh -c 'echo reload >> {d}/reloads'"),
+                "--wait",
+                wait,
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics}"),
+            ],
+        ));
+        render
+            .wait_stderr(Duration::from_secs(30), "render to follow etcd", |l| {
+                l.contains("rendering; following etcd")
+            })
+            .await;
+        Plain {
+            dir,
+            metrics,
+            render,
+        }
+    }
+
+    fn out(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("out")).unwrap_or_default()
+    }
+
+    fn reloads(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("reloads"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_ten_changes_gives_one_reload() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-burst");
+    let c = etcd.client().await;
+    let r = Plain::start(&etcd, &prefix, "3s:60s").await;
+    let base = r.reloads();
+    for i in 0..10 {
+        c.put(&format!("{prefix}/web/{i}"), format!("10.0.0.{i}:80"))
+            .await
+            .unwrap();
+    }
+    eventually_async(
+        Duration::from_secs(60),
+        format!("all ten rendered and reloaded\n{}", r.render.dump()),
+        || async { (r.out().lines().count() == 10 && r.reloads() > base).then_some(()) },
+    )
+    .await;
+    assert_eq!(r.reloads(), base + 1, "{}\n{}", r.out(), r.render.dump());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_rendering_writes_nothing_and_reloads_nothing() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-same");
+    let c = etcd.client().await;
+    c.put(&format!("{prefix}/web/1"), "10.0.0.1:80")
+        .await
+        .unwrap();
+    let r = Plain::start(&etcd, &prefix, "0").await;
+    assert_eq!(r.out(), "1 10.0.0.1:80\n");
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(r.dir.path().join("out")).unwrap().ino();
+    let reloads = r.reloads();
+    let unchanged = metric(r.metrics, UNCHANGED).await;
+    // The same value written again: an event, a new modifiedIndex, and the
+    // same rendering.
+    c.put(&format!("{prefix}/web/1"), "10.0.0.1:80")
+        .await
+        .unwrap();
+    eventually_async(
+        Duration::from_secs(30),
+        "the re-put to be rendered",
+        || async { (metric(r.metrics, UNCHANGED).await > unchanged).then_some(()) },
+    )
+    .await;
+    assert_eq!(r.reloads(), reloads, "{}", r.render.dump());
+    assert_eq!(
+        std::fs::metadata(r.dir.path().join("out")).unwrap().ino(),
+        ino,
+        "the file was replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_syntax_error_exits_2_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("bad.j2");
+    std::fs::write(
+        &t,
+        "upstream web {\n{% for b in web %}\n  server {{ b.ip }:{{ b.port }};\n{% endfor %}\n}\n",
+    )
+    .unwrap();
+    let out = Proc::command("discover")
+        // No etcd: the template is checked before any I/O.
+        .env("ETCDCTL_ENDPOINTS", "http://127.0.0.1:9")
+        .args(["render", "--watch", "/services/web", "--template"])
+        .arg(format!("{}:{}/out", t.display(), dir.path().display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:3:18: syntax error", t.display())),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_and_dry_run() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-once");
+    let c = etcd.client().await;
+    c.put(
+        &format!("{prefix}/web/b"),
+        r#"{"ip":"10.0.0.2","port":3002,"host":"h2"}"#,
+    )
+    .await
+    .unwrap();
+    c.put(&format!("{prefix}/web/a"), "10.0.0.1:3001")
+        .await
+        .unwrap();
+    c.put(&format!("{prefix}/cfg/name"), "lb").await.unwrap();
+    c.put(&format!("{prefix}/cfg/port"), "8080").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("t.j2"),
+        "{{ config.name }} {{ config.port + 1 }} r{{ revision > 0 }}\n\
+         {% for b in web | sort(attribute='port', reverse=true) %}\n\
+         {{ b.name }} {{ b.ip }} {{ b.port }} {{ b.json.host if b.json is defined else '-' }}\n\
+         {% endfor %}\n",
+    )
+    .unwrap();
+    let base = [
+        "render".to_owned(),
+        "--watch".to_owned(),
+        format!("{prefix}/web"),
+        "--config".to_owned(),
+        format!("{prefix}/cfg"),
+        "--template".to_owned(),
+        format!("{d}/t.j2:{d}/out:0600"),
+    ];
+    let base: Vec<&str> = base.iter().map(String::as_str).collect();
+    let want = "lb 8081 rTrue\nb 10.0.0.2 3002 h2\na 10.0.0.1 3001 -\n";
+
+    let mut dry = Proc::spawn(harness::proc::discover(
+        &etcd,
+        &[base.as_slice(), &["--once", "--dry-run"]].concat(),
+    ));
+    assert!(
+        dry.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        dry.dump()
+    );
+    assert_eq!(dry.stdout_lines().join("\n") + "\n", want, "{}", dry.dump());
+    assert!(!dir.path().join("out").exists(), "--dry-run wrote the file");
+
+    let mut once = Proc::spawn(harness::proc::discover(
+        &etcd,
+        &[base.as_slice(), &["--once"]].concat(),
+    ));
+    assert!(
+        once.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        once.dump()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        want
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("out"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A check that fails: exit 1 with the reason, the file untouched.
+    c.put(&format!("{prefix}/web/c"), "10.0.0.3:3003")
+        .await
+        .unwrap();
+    let mut bad = Proc::spawn(harness::proc::discover(
+        &etcd,
+        &[
+            base.as_slice(),
+            &[
+                "--once",
+                "--check-cmd",
+                "sh -c 'echo nope: $0 >&2; exit 3' {{src}}",
+            ],
+        ]
+        .concat(),
+    ));
+    let st = bad.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(st.code(), Some(1), "{}", bad.dump());
+    assert!(bad.stderr().contains("nope"), "{}", bad.dump());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        want
+    );
+}
+
+#[test]
+fn make_install_installs_the_example_and_its_unit_verifies() {
+    let dest = tempfile::tempdir().unwrap();
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(repo())
+        .args(["-s", "install", "PROFILE=debug", "PREFIX=/usr/local"])
+        .arg(format!("DESTDIR={}", dest.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make install: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dest.path();
+    assert!(
+        root.join("usr/local/share/sidekick/examples/nginx-upstream/upstream.conf.j2")
+            .exists()
+    );
+    let unit = root.join("usr/local/lib/systemd/system/web-lb.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains("--check-cmd \"/usr/sbin/nginx -t -q -c {{src}}\""),
+        "{text}"
+    );
+    // A root systemd-analyze can verify against: systemd's units and the
+    // real nginx where the unit names it.
+    std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    assert!(
+        Command::new("cp")
+            .args(["-a", "/lib/systemd/system"])
+            .arg(root.join("lib/systemd/"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::copy("/usr/sbin/nginx", root.join("usr/sbin/nginx")).unwrap();
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg("web-lb.service")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        v.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify web-lb.service:\n{said}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_before_any_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("t.j2"), "x\n").unwrap();
+    let t = format!("{d}/t.j2:{d}/out");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--template".into(), format!("{d}/none.j2:{d}/out")],
+            "cannot read the template",
+        ),
+        (
+            vec!["--template".into(), format!("{d}/t.j2:{d}/no/such/dir/out")],
+            "does not exist",
+        ),
+        (
+            vec!["--template".into(), format!("{t}:rw")],
+            "not an octal mode",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--check-cmd".into(),
+                "nginx -t".into(),
+            ],
+            "does not name the new file",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--reload-cmd".into(),
+                "no-such-cmd-here x".into(),
+            ],
+            "not an executable file",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--owner".into(),
+                "no-such-user-here".into(),
+            ],
+            "there is no user",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--wait".into(),
+                "2s:1s".into(),
+            ],
+            "shorter than MIN",
+        ),
+        (
+            vec![
+                "--template".into(),
+                t.clone(),
+                "--watch".into(),
+                "config=/x".into(),
+            ],
+            "taken by the template context",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["render".to_owned()];
+        if !args.iter().any(|a| a == "--watch") {
+            all.extend(["--watch".to_owned(), "/services/web".to_owned()]);
+        }
+        all.extend(args);
+        let out = Proc::command("discover")
+            .env("ETCDCTL_ENDPOINTS", "http://127.0.0.1:9")
+            .args(&all)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(err.contains(want), "{all:?}: want {want:?} in {err}");
+        assert!(!dir.path().join("out").exists());
+    }
+}
