@@ -224,10 +224,18 @@ enum Plan {
     },
 }
 
-impl Plan {
+/// What a command line asks for: `render` checks its own flags
+/// (`render::args`); every other subcommand becomes a [`Plan`].
+#[derive(Debug)]
+enum Command {
+    Render(render::RenderArgs),
+    Plan(Plan),
+}
+
+impl Command {
     /// Check everything the command line says, before any I/O.
     fn new(cmd: Cmd) -> anyhow::Result<Self> {
-        Ok(match cmd {
+        Ok(Command::Plan(match cmd {
             Cmd::Get(a) => Plan::Get {
                 prefixes: prefixes(&a.prefixes)?,
                 format: a.format,
@@ -264,12 +272,8 @@ impl Plan {
                     Some(exec) => Plan::ConfigExec { prefix, exec },
                 }
             }
-            Cmd::Render(_) => {
-                return Err(anyhow::anyhow!(
-                    "internal error: discover render is dispatched before the shared plan"
-                ));
-            }
-        })
+            Cmd::Render(a) => return Ok(Command::Render(a)),
+        }))
     }
 }
 
@@ -280,12 +284,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<i32> {
     let connect = cli.etcd.connect_options(user_source)?;
-    // `discover render` checks its own command line (render::args).
-    let cmd = match cli.cmd {
-        Cmd::Render(a) => return render::run(&a, connect, cli.metrics_addr, shutdown).await,
-        other => other,
+    let plan = match Command::new(cli.cmd)? {
+        Command::Render(a) => return render::run(&a, connect, cli.metrics_addr, shutdown).await,
+        Command::Plan(p) => p,
     };
-    let plan = Plan::new(cmd)?;
     let metrics = Arc::new(Metrics::with_prefix("discover"));
     if let Some(addr) = cli.metrics_addr {
         metrics::serve(addr, metrics.clone(), shutdown.clone())
@@ -434,11 +436,19 @@ mod tests {
         );
     }
 
+    /// The shared plan of a command line that is not `render`.
+    fn shared(cmd: Cmd) -> anyhow::Result<Plan> {
+        Command::new(cmd).map(|c| match c {
+            Command::Plan(p) => p,
+            Command::Render(a) => panic!("not a shared plan: {a:?}"),
+        })
+    }
+
     #[test]
     fn plans_own_their_data() {
         let plan = |args: &[&str]| {
             let cli = Cli::try_parse_from(args.iter().copied()).unwrap();
-            Plan::new(cli.cmd)
+            shared(cli.cmd)
         };
         let mut cli = Cli::try_parse_from([
             "discover",
@@ -456,7 +466,7 @@ mod tests {
         if let Cmd::Watch(a) = &mut cli.cmd {
             a.exec.exec = Some(vec!["true".into()]);
         }
-        match Plan::new(cli.cmd).unwrap() {
+        match shared(cli.cmd).unwrap() {
             Plan::WatchExec {
                 restart_on,
                 exec,
