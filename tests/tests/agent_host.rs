@@ -406,11 +406,7 @@ async fn a_cut_docker_event_stream_mid_churn_ends_with_etcd_matching_docker_ps()
     let fleet = Fleet::new("hostcut");
     fleet.start(memcached(&prefix, 10)).await;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = SocketProxy::start(
-        &dir.path().join("docker.sock"),
-        Path::new(DOCKER_SOCKET),
-        None,
-    );
+    let proxy = SocketProxy::start(&dir.path().join("docker.sock"), Path::new(DOCKER_SOCKET));
     let mut cmd = host_agent(&etcd, &fleet, &[]);
     cmd.env("DOCKER_HOST", proxy.docker_host());
     let p = Proc::spawn(cmd);

@@ -128,14 +128,14 @@ impl DockerConn {
         DockerError,
     > {
         let api = self.api().await?;
-        let (host, name) = (self.host.clone(), name.to_owned());
+        let (diagnosis, name) = (self.diagnosis(), name.to_owned());
         Ok(async move {
             match api.inspect_container(&name, None).await {
                 Ok(c) => Ok(Some(view(c))),
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => Ok(None),
-                Err(e) => Err(classify(&host, e)),
+                Err(e) => Err(diagnosis.classify(e)),
             }
         })
     }
@@ -264,7 +264,31 @@ fn with_version(mut req: bollard::BollardRequest, prefix: Option<&str>) -> bolla
     req
 }
 
+/// What [`Diagnosis::classify`] needs to know about the connection, owned,
+/// so that an inspect in flight (no borrow of the connection) can use it.
+#[derive(Clone, Debug)]
+struct Diagnosis {
+    host: String,
+    tls_dir: Option<std::path::PathBuf>,
+    fixed_version: bool,
+}
+
 impl DockerConn {
+    fn diagnosis(&self) -> Diagnosis {
+        Diagnosis {
+            host: self.host.clone(),
+            tls_dir: self.tls.as_ref().map(|t| t.dir.clone()),
+            fixed_version: self.version.is_some(),
+        }
+    }
+
+    /// Sort a failure into "retry" and "fix the configuration" (exit 2).
+    fn classify(&self, e: BollardError) -> DockerError {
+        self.diagnosis().classify(e)
+    }
+}
+
+impl Diagnosis {
     /// Sort a failure into "retry" and "fix the configuration" (exit 2).
     fn classify(&self, e: BollardError) -> DockerError {
         let host = &self.host;
@@ -282,7 +306,7 @@ impl DockerConn {
                 text.trim_end()
             ));
         }
-        if let Some(tls) = &self.tls {
+        if let Some(tls_dir) = &self.tls_dir {
             // A certificate the daemon or we reject does not heal by retrying.
             if ["certificate", "handshake", "alert", "tls"]
                 .iter()
@@ -290,7 +314,7 @@ impl DockerConn {
             {
                 return DockerError::Refused(format!(
                     "Docker at {host}: the TLS connection was refused: {text} (DOCKER_CERT_PATH={}: ca.pem must be the CA that signed the daemon's certificate, and cert.pem and key.pem a client certificate the daemon trusts)",
-                    tls.dir.display()
+                    tls_dir.display()
                 ));
             }
         }
@@ -299,7 +323,7 @@ impl DockerConn {
             message,
         } = &e
         {
-            if self.version.is_some() && message.to_lowercase().contains("version") {
+            if self.fixed_version && message.to_lowercase().contains("version") {
                 return DockerError::Refused(format!(
                     "Docker at {host} refuses the API version DOCKER_API_VERSION asks for: {message} (unset DOCKER_API_VERSION to negotiate one)"
                 ));
@@ -433,7 +457,7 @@ impl DockerConn {
             Ok(list) => Ok(list.into_iter().map(summarize).collect()),
             Err(e) => {
                 self.reset();
-                Err(classify(&self.host, e))
+                Err(self.classify(e))
             }
         }
     }
