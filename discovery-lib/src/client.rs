@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::config::{ConfigOptions, ConfigWatch};
 use crate::error::{Class, Error, Result, chain, classify};
 use crate::key::validate_key;
+use crate::lease_group::LeaseGroup;
 use crate::members::Membership;
 use crate::node::{LeaseId, Node, Snapshot};
 use crate::pool::{Conn, Pool};
@@ -202,6 +203,21 @@ impl Client {
     /// its container is not running yet.
     pub fn registration(&self, key: &str, options: RegisterOptions) -> Result<Registration> {
         crate::register::spawn(self, key, None, options)
+    }
+
+    /// Keep `initial` (and later changes) in etcd under one lease of
+    /// `options.ttl()`, kept alive every `options.interval()`.
+    ///
+    /// Give the keys known at start in `initial`: the group adopts a live
+    /// lease that already holds them with the same values, so a restarted
+    /// owner writes nothing. Returns at once; the work happens in the
+    /// background, retrying while etcd is unreachable.
+    pub fn lease_group(
+        &self,
+        options: RegisterOptions,
+        initial: std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> Result<LeaseGroup> {
+        crate::lease_group::spawn(self, options, initial)
     }
     /// Read one key.
     pub async fn get(&self, key: &str) -> Result<Option<Node>> {
