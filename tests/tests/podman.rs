@@ -80,11 +80,13 @@ async fn registers_withdraws_on_podman_stop_and_registers_again_on_podman_start(
 
 /// Podman emits no event when a stop begins (Docker emits `kill` at once):
 /// a container whose PID 1 ignores SIGTERM sends nothing until `die`, after
-/// the whole stop timeout. Its inspect says `"Status": "stopping"` meanwhile,
-/// and sidekick's every-interval inspect acts on that: the key goes within
-/// about one interval of the stop, long before the 10 s timeout runs out.
+/// the whole stop timeout. Its inspect says `"Status": "stopping"` meanwhile.
+/// sidekick is event-driven and inspects between events only at its safety
+/// resync (`--resync`, 60 s by default); on a Podman host, a short
+/// `--resync` acts on that status: the key goes within about one resync of
+/// the stop, long before the 10 s timeout runs out.
 #[tokio::test(flavor = "multi_thread")]
-async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_inspect() {
+async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_resync() {
     let etcd = Etcd::single().await;
     Docker::connect().await;
     let podman = Podman::start().await;
@@ -106,7 +108,7 @@ async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_inspe
             c.name(),
             "--ttl",
             "6",
-            "--interval",
+            "--resync",
             "1s",
         ],
     );
@@ -128,11 +130,11 @@ async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_inspe
         .await;
     let took = del.at.duration_since(stopped_at);
     let stop_done = stop.try_wait().expect("podman stop status");
-    eprintln!("key removed {took:?} after podman stop -t 10 (interval 1 s)");
+    eprintln!("key removed {took:?} after podman stop -t 10 (resync 1 s)");
     assert!(
         stop_done.is_none() && took < Duration::from_secs(8),
         "the key went {took:?} after podman stop -t 10, with the stop {}: \
-         it should go at the next inspect (interval 1 s), before the container dies\n{}",
+         it should go at the next resync (1 s), before the container dies\n{}",
         if stop_done.is_some() {
             "finished"
         } else {
