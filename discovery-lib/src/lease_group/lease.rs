@@ -5,7 +5,6 @@
 use super::*;
 
 impl Actor {
-
     pub(super) fn lose_lease(&mut self) {
         self.lease = None;
         self.keeper = None;
@@ -159,7 +158,10 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_keep_alive(&mut self, r: std::result::Result<Option<i64>, etcd_client::Error>) {
+    pub(super) fn on_keep_alive(
+        &mut self,
+        r: std::result::Result<Option<i64>, etcd_client::Error>,
+    ) {
         match r {
             Ok(Some(ttl)) if ttl > 0 => {
                 if let Some(k) = self.keeper.as_mut() {

@@ -129,7 +129,6 @@ pub(crate) fn spawn(
     })
 }
 
-
 impl LeaseGroup {
     /// Keep `key = value`. Writes only if etcd does not already hold it.
     pub fn set(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<()> {

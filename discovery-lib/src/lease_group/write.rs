@@ -5,7 +5,6 @@
 use super::*;
 
 impl Actor {
-
     pub(super) async fn converge(&mut self, desired: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         if self.lease.is_none() {
             self.acquire(desired).await?;

@@ -1,10 +1,10 @@
 //! The Docker API, through bollard: inspect one container, and follow the
 //! events that concern it. The only place that talks to Docker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{EventMessage, HealthStatusEnum};
+use bollard::models::EventMessage;
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures::Stream;
 

@@ -6,7 +6,6 @@
 use super::*;
 
 impl HostAgent {
-
     pub(super) async fn on_event(&mut self, e: &DockerEvent) -> anyhow::Result<()> {
         let id = &e.container_id;
         if id.is_empty() {

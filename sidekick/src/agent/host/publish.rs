@@ -6,7 +6,6 @@
 use super::*;
 
 impl HostAgent {
-
     /// Record what an inspect of `id` says the container wants.
     pub(super) fn apply(&mut self, id: &str, view: Option<ContainerView>) {
         let Some(view) = view else {
@@ -149,7 +148,11 @@ impl HostAgent {
     }
 
     /// STATUS=, READY=1 and `up`.
-    pub(super) fn report(&mut self, notifier: &mut Notifier, group: Option<&watch::Receiver<GroupState>>) {
+    pub(super) fn report(
+        &mut self,
+        notifier: &mut Notifier,
+        group: Option<&watch::Receiver<GroupState>>,
+    ) {
         let problems: Vec<String> = {
             let mut v: Vec<(&String, &Vec<String>)> =
                 self.logged.iter().filter(|(_, p)| !p.is_empty()).collect();
