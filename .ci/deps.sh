@@ -25,13 +25,12 @@ check busybox-static /bin/busybox   # the static binary in the test image
 check jq jq                         # the chapter's sidekick loop (benchmarks)
 check systemd systemd-analyze       # `systemd-analyze verify` of units/
 check openssl openssl               # certificates for the TLS tests
-check curl curl                     # etcd's own v2 API, the reference for discover's lines
+check curl curl                     # etcd's v2 API (discover's reference), requests through nginx
 check memcached /usr/bin/memcached  # node-web against a real memcached
 check podman podman                 # the second container engine (tests/tests/podman.rs)
 check python3 python3               # pip fetches etcd 3.5 (below)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 check nginx /usr/sbin/nginx         # discover render's end-to-end test: a real load balancer
-check curl curl                     # requests through that nginx
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
