@@ -492,6 +492,28 @@ pub fn docker_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Give the stopped container `name` another address on `network` (a
+/// user-defined subnet such as [`FLANNEL_NETWORK`]): it is disconnected and
+/// connected again with a random address in `10.1.200.0`-`10.1.249.255`,
+/// which dynamic allocation (lowest free address first) never reaches with
+/// the few dozen containers a run holds. Returns the new address, which the
+/// container has once it starts.
+///
+/// Tests used to squat the freed address with another container instead;
+/// on a busy run another test's container could take it first ("Address
+/// already in use").
+pub fn move_stopped_container(name: &str, network: &str, old_ip: &str) -> String {
+    let ip = loop {
+        let ip = format!("10.1.{}.{}", fastrand::u8(200..250), fastrand::u8(2..255));
+        if ip != old_ip {
+            break ip;
+        }
+    };
+    docker_cli(&["network", "disconnect", network, name]);
+    docker_cli(&["network", "connect", "--ip", &ip, network, name]);
+    ip
+}
+
 /// A test-image container pinned at `ip` on `network`, labelled for
 /// clean-up: `docker run -d` (or `docker create` when `start` is false),
 /// with `args` for its entry point. Tests use it to take the address a

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -231,10 +230,10 @@ async fn etcd_down_for_thirty_seconds() {
     let down = Instant::now();
     a.stop().await;
     b.stop().await;
-    let squatter = unique_name("squat");
-    harness::docker::pinned_container(true, &squatter, FLANNEL_NETWORK, &old_b, &[]);
+    let moved_to = harness::docker::move_stopped_container(b.name(), FLANNEL_NETWORK, &old_b);
     b.start().await;
     let new_b = b.ip(FLANNEL_NETWORK).await.unwrap();
+    assert_eq!(new_b, moved_to);
     assert_ne!(new_b, old_b);
     // Pacing, not synchronisation: the scenario is etcd down for 30 s.
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
@@ -294,9 +293,6 @@ async fn etcd_down_for_thirty_seconds() {
     println!(
         "FAULT 2 etcd down 30s (TTL 4s): after etcd answered, the stopped container's key was gone in {a_gone:?} and the moved one re-registered at its new address in {b_moved:?}; discover printed the delete and the set (prevNode {old_b})"
     );
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &squatter])
-        .output();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,6 @@
 //! each behaviour checked through an independent raw etcd watch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use harness::docker::{ContainerSpec, FLANNEL_NETWORK, unique_name};
@@ -259,13 +258,13 @@ async fn a_new_ip_is_exactly_one_set_on_a_named_flannel_network() {
     .await;
     let raw = RawWatch::start(&etcd, &key).await;
 
-    // While it is stopped, another container takes its address, so it must
-    // come back elsewhere.
+    // While it is stopped, it is given another address, so it comes back
+    // elsewhere.
     c.stop().await;
-    let squatter = unique_name("squat");
-    harness::docker::pinned_container(true, &squatter, FLANNEL_NETWORK, &old, &[]);
+    let moved_to = harness::docker::move_stopped_container(c.name(), FLANNEL_NETWORK, &old);
     c.start().await;
     let new = c.ip(FLANNEL_NETWORK).await.unwrap();
+    assert_eq!(new, moved_to);
     assert_ne!(new, old, "the container moved");
     raw.wait_for(Duration::from_secs(10), "the new address", |e| {
         e.put && e.value_str() == new
@@ -286,9 +285,6 @@ async fn a_new_ip_is_exactly_one_set_on_a_named_flannel_network() {
         "exactly one set, with the new value\n{}",
         p.dump()
     );
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &squatter])
-        .output();
 }
 
 #[tokio::test(flavor = "multi_thread")]
