@@ -144,3 +144,68 @@ async fn podman_stop_of_a_container_ignoring_sigterm_withdraws_at_the_next_resyn
     );
     let _ = stop.wait();
 }
+
+/// `sidekick --all` against Podman: a labelled container is registered at
+/// its podman-network address, an unlabelled one is not, `podman stop`
+/// removes the key, and `podman start` registers it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_agent_registers_labelled_podman_containers() {
+    let etcd = Etcd::single().await;
+    Docker::connect().await;
+    let podman = Podman::start().await;
+    let prefix = unique_prefix("podman-all");
+    // This test's own opt-in label, so agents of parallel tests never meet.
+    let only = format!("dt-podman-all-{:06x}", fastrand::u32(..0xff_ffff));
+    let key = format!("{prefix}/%n");
+    let labels = [
+        "--label",
+        &format!("{only}=1"),
+        "--label",
+        &format!("discovery.key={key}"),
+        "--label",
+        "discovery.port=11211",
+    ];
+    let c = podman.run_with(&unique_name("pod-all"), &labels, &["tcp:11211"]);
+    let _plain = podman.run(&unique_name("pod-plain"), &["tcp:11211"]);
+    let ip = c.ip().expect("an address");
+    let want = format!("{prefix}/{}", c.name());
+    let raw = RawWatch::start(&etcd, &format!("{prefix}/")).await;
+    let mut cmd = sidekick(
+        &etcd,
+        &["--all", "--only-label", &format!("{only}=1"), "--ttl", "3"],
+    );
+    cmd.env("DOCKER_HOST", podman.docker_host());
+    let mut p = Proc::spawn(cmd);
+    let put = raw
+        .wait_for(Duration::from_secs(20), "the labelled container", |e| e.put)
+        .await;
+    assert_eq!(put.key, want, "{}", p.dump());
+    assert_eq!(put.value_str(), format!("{ip}:11211"), "{}", p.dump());
+
+    c.stop(1);
+    raw.wait_for(
+        Duration::from_secs(15),
+        "the key removed after podman stop",
+        |e| !e.put && e.key == want,
+    )
+    .await;
+    c.start();
+    let again = raw
+        .wait_for(
+            Duration::from_secs(15),
+            "registered after podman start",
+            |e| e.put && e.revision > put.revision,
+        )
+        .await;
+    assert_eq!(again.key, want);
+    let ip = c.ip().expect("an address after the start");
+    assert_eq!(again.value_str(), format!("{ip}:11211"));
+    // Only the labelled container was ever registered.
+    assert!(
+        raw.events().iter().all(|e| e.key == want),
+        "{:?}",
+        raw.events()
+    );
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+}
