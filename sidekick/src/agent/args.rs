@@ -197,17 +197,17 @@ pub struct Plan {
 impl Args {
     /// Check everything that can be checked before touching etcd or Docker.
     pub fn plan(&self) -> anyhow::Result<Plan> {
+        // The TTL alone first: an error then is --ttl's, and one that only
+        // the interval brings is --interval's (no reading of the message).
         let mut register = RegisterOptions::new(self.ttl);
+        register
+            .validate()
+            .map_err(|e| usage(format!("--ttl: {e}")))?;
         if let Some(i) = self.interval {
             register = register.with_interval(i);
-        }
-        if let Err(e) = register.validate() {
-            let flag = if e.to_string().contains("interval") {
-                "--interval"
-            } else {
-                "--ttl"
-            };
-            return Err(usage(format!("{flag}: {e}")));
+            register
+                .validate()
+                .map_err(|e| usage(format!("--interval: {e}")))?;
         }
         if let Some(n) = &self.network {
             if n.trim().is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
