@@ -59,6 +59,16 @@ impl Backoff {
     }
 }
 
+/// Sleep until `t`, or forever without one: a `select!` arm for a
+/// deadline that may not be set (the registration and the lease group
+/// both wait on their next retry this way).
+pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

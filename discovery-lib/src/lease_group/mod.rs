@@ -47,7 +47,7 @@ use crate::error::{Class, Error, Result, classify};
 use crate::key::validate_key;
 use crate::node::LeaseId;
 use crate::register::RegisterOptions;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, sleep_until_opt};
 
 /// Keys per transaction: etcd refuses more than 128 operations in one
 /// (`--max-txn-ops`), and each key here is a nested transaction.
@@ -347,12 +347,5 @@ impl Actor {
             }
         }
         self.state.send_modify(|s| s.stopped = true);
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }

@@ -15,7 +15,7 @@ use super::{Desired, KEY_WATCH_IDLE, RegistrationState};
 use crate::client::Client;
 use crate::error::{Class, Error, Result, classify};
 use crate::node::{Action, LeaseId, WatchMessage};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, sleep_until_opt};
 use crate::watch::{Scope, WatchOptions, WatchStream};
 
 /// The background task behind a [`Registration`](super::Registration): it
@@ -346,12 +346,6 @@ impl Actor {
 async fn next_key_event(w: &mut Option<WatchStream>) -> Option<Result<WatchMessage>> {
     match w {
         Some(w) => w.recv().await,
-        None => std::future::pending().await,
-    }
-}
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
