@@ -186,10 +186,16 @@ async fn fifty_labelled_containers_are_registered_the_rest_ignored_or_reported()
     fleet.cli(&["start"], &["m0", "m1"]).await;
     fleet.cli(&["restart", "-t", "1"], &["m2"]).await;
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
-    // Move m3 to a new address: another container takes its IP while it is stopped.
+    // Move m3 to a new address while it is stopped.
     let before = etcd_map(&etcd, &prefix).await[&key("m3")].clone();
     fleet.cli(&["stop", "-t", "1"], &["m3"]).await;
+    // A filler takes the freed address where Docker allocates lowest-free,
+    // and a reconnect gives m3 the next address where it allocates serially:
+    // either way m3 comes back elsewhere.
     fleet.start(vec![Spec::new("filler")]).await;
+    let m3 = fleet.name("m3");
+    harness::docker::docker_cli(&["network", "disconnect", "bridge", &m3]);
+    harness::docker::docker_cli(&["network", "connect", "bridge", &m3]);
     fleet.cli(&["start"], &["m3"]).await;
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
     let after = etcd_map(&etcd, &prefix).await[&key("m3")].clone();
