@@ -21,6 +21,7 @@ pub mod socket_proxy;
 pub mod systemd;
 pub mod tcp_proxy;
 pub mod wait;
+pub mod web;
 
 pub use docker::{Docker, TEST_IMAGE, TestContainer};
 pub use etcd::{Etcd, EtcdCluster, EtcdConfig};
@@ -35,6 +36,12 @@ pub use wait::{eventually, eventually_async};
 pub fn checkout() -> &'static str {
     let tests = env!("CARGO_MANIFEST_DIR");
     tests.strip_suffix("/tests").unwrap_or(tests)
+}
+
+/// This checkout's workspace directory, as a path (examples, units and
+/// the Makefile live under it).
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(checkout())
 }
 
 /// A directory of this checkout's own under the system's temp dir, for

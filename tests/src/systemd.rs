@@ -49,13 +49,6 @@ RemainAfterExit=yes
 ExecStart=/bin/true
 ";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_owned()
-}
-
 /// Build [`SYSTEMD_IMAGE`] unless it exists (serialised across test processes).
 pub fn ensure_image() {
     let exists = || {
@@ -190,7 +183,7 @@ impl SystemdHost {
         let root = dir.path().join("root");
         let out = Command::new("make")
             .arg("-C")
-            .arg(repo())
+            .arg(crate::repo())
             .args(["-s", "install", "PROFILE=debug", "PREFIX=/usr/local"])
             .arg(format!("DESTDIR={}", root.display()))
             .output()

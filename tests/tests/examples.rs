@@ -3,20 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use harness::proc::{Proc, bin_path};
 use harness::{Etcd, eventually_async};
 use nix::sys::signal::Signal;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn read_line(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -93,7 +85,7 @@ async fn node_watch_inline_exits_on_set_not_on_update() {
         .await
         .unwrap();
     let mut cmd = Command::new("node");
-    cmd.arg(repo().join("examples/node-watch-inline/app.js"))
+    cmd.arg(harness::repo().join("examples/node-watch-inline/app.js"))
         .env("ETCDCTL_ENDPOINTS", etcd.endpoints_arg())
         .env("DISCOVER_BIN", bin_path("discover"));
     let mut p = Proc::spawn(cmd);
@@ -137,19 +129,11 @@ async fn node_watch_inline_exits_on_set_not_on_update() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
     // Debian's memcached on loopback: it keeps connections open, as the
     // test image's stand-in now does too.
-    let mc_port = free_port();
+    let mc_port = harness::web::free_port();
     let mut mc = Command::new("memcached");
     mc.args([
         "-l",
@@ -170,7 +154,7 @@ async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
     c.put("/services/couchbase/1", "127.0.0.1:8091")
         .await
         .unwrap();
-    let web_port = free_port();
+    let web_port = harness::web::free_port();
     let mut cmd = harness::proc::discover(
         &etcd,
         &[
@@ -183,7 +167,7 @@ async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
             "node",
         ],
     );
-    cmd.arg(repo().join("examples/node-web/app.js"))
+    cmd.arg(harness::repo().join("examples/node-web/app.js"))
         .env("PORT", web_port.to_string())
         .env("HOST", "127.0.0.1");
     let web = Proc::spawn(cmd);

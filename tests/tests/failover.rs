@@ -7,7 +7,6 @@
 //! a failure in one hides nothing about the others.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,13 +25,6 @@ const WAIT_CEILING: Duration = Duration::from_secs(5);
 /// Slack for a loaded machine on top of the --wait ceiling: a child's
 /// start-up (node) and scheduling, never the feature's own timing.
 const SLACK: Duration = Duration::from_secs(3);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// A sidekick started with the unit's command line (the TTL comes from the
 /// environment, as /etc/default/sidekick would give it).
@@ -152,7 +144,7 @@ impl Chapter {
             ],
         );
         worker_cmd
-            .arg(repo().join("examples/node-worker/worker.js"))
+            .arg(harness::repo().join("examples/node-worker/worker.js"))
             .env("PROBE_INTERVAL_MS", "1000");
         let worker = Proc::spawn(worker_cmd);
         let mut web_cmd = discover(
@@ -168,7 +160,7 @@ impl Chapter {
             ],
         );
         web_cmd
-            .arg(repo().join("examples/node-web/app.js"))
+            .arg(harness::repo().join("examples/node-web/app.js"))
             .env("PORT", web_port.to_string())
             .env("HOST", "127.0.0.1");
         let web = Proc::spawn(web_cmd);

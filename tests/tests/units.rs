@@ -5,18 +5,11 @@
 //! security`). tests/tests/systemd_units.rs runs them under a real systemd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 fn units() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(repo().join("units"))
+    let mut v: Vec<String> = std::fs::read_dir(harness::repo().join("units"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".service"))
@@ -30,7 +23,7 @@ fn units() -> Vec<String> {
 fn install_root(dest: &Path, prefix: &str) {
     let out = Command::new("make")
         .arg("-C")
-        .arg(repo())
+        .arg(harness::repo())
         .args(["-s", "install", "PROFILE=debug"])
         .arg(format!("DESTDIR={}", dest.display()))
         .arg(format!("PREFIX={prefix}"))
@@ -170,7 +163,7 @@ fn sidekick_units_are_well_kept() {
         ));
     }
     for (unit, lines) in &specific {
-        let text = std::fs::read_to_string(repo().join("units").join(unit)).unwrap();
+        let text = std::fs::read_to_string(harness::repo().join("units").join(unit)).unwrap();
         for line in common
             .iter()
             .copied()
@@ -189,7 +182,7 @@ fn sidekick_units_are_well_kept() {
     }
     // Better than the chapter on every point: no etcdctl, no shell loops, no sleeps.
     for unit in units() {
-        let text = std::fs::read_to_string(repo().join("units").join(&unit)).unwrap();
+        let text = std::fs::read_to_string(harness::repo().join("units").join(&unit)).unwrap();
         for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
             for banned in ["etcdctl", "while ", "sleep ", "bash -c", "sh -c"] {
                 assert!(
@@ -199,11 +192,11 @@ fn sidekick_units_are_well_kept() {
             }
         }
     }
-    let web = std::fs::read_to_string(repo().join("units/web@.service")).unwrap();
+    let web = std::fs::read_to_string(harness::repo().join("units/web@.service")).unwrap();
     assert!(web.contains(
         "ExecStart=/usr/local/bin/discover watch /services/couchbase /services/memcached"
     ));
-    let worker = std::fs::read_to_string(repo().join("units/worker.service")).unwrap();
+    let worker = std::fs::read_to_string(harness::repo().join("units/worker.service")).unwrap();
     assert!(worker.contains(
         "ExecStart=/usr/local/bin/discover watch /services/couchbase --wait 1s:5s --exec /usr/bin/node"
     ));
@@ -245,7 +238,7 @@ fn every_unit_that_runs_our_tools_is_exposed_at_most_2() {
     let ours: Vec<String> = units()
         .into_iter()
         .filter(|u| {
-            let text = std::fs::read_to_string(repo().join("units").join(u)).unwrap();
+            let text = std::fs::read_to_string(harness::repo().join("units").join(u)).unwrap();
             text.lines().any(|l| {
                 l.starts_with("ExecStart=/usr/local/bin/sidekick")
                     || l.starts_with("ExecStart=/usr/local/bin/discover")

@@ -11,30 +11,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use harness::web::{backend, free_port};
 use harness::{EtcdCluster, Proc};
 use tokio::time::Instant;
 
 use crate::stats::Summary;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn backend(port: u16) -> Proc {
-    let mut c = Command::new("node");
-    c.arg("-e")
-        .arg(
-            "const p = Number(process.env.PORT);\
-             require('http').createServer((q, r) => r.end(String(p)))\
-             .listen(p, '127.0.0.1', () => console.log('listening on ' + p))",
-        )
-        .env("PORT", port.to_string());
-    Proc::spawn(c)
-}
 
 /// One GET on a fresh connection: the body.
 fn get(port: u16) -> Option<String> {
