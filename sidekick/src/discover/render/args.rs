@@ -50,7 +50,7 @@ pub struct RenderArgs {
     /// After a DEST changed, run `systemctl reload NAME`
     #[arg(long, value_name = "NAME")]
     pub reload_unit: Option<String>,
-    /// Give each DEST to USER (and GROUP); default: DEST's current owner
+    /// Give each DEST to USER (and GROUP; without one, DEST's current group); default: DEST's current owner
     #[arg(long, value_name = "USER[:GROUP]")]
     pub owner: Option<String>,
     /// Coalesce a burst: render once MIN passed with no further change, never later than MAX after the first [default MAX: 4*MIN; 0: at once]

@@ -109,14 +109,14 @@ pub async fn install(
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     // The owner asked for, or DEST's current one (a root-run render keeps
-    // a file owned by nginx owned by nginx).
+    // a file owned by nginx owned by nginx); a USER without a GROUP keeps
+    // DEST's group, as `chown USER` does.
     let (uid, gid) = match (&old, owner) {
-        (_, Owner { uid: Some(u), gid }) => (Some(u), gid),
-        (Some(m), Owner { uid: None, gid }) => (
-            Some(Uid::from_raw(m.uid())),
+        (Some(m), Owner { uid, gid }) => (
+            uid.or(Some(Uid::from_raw(m.uid()))),
             gid.or(Some(Gid::from_raw(m.gid()))),
         ),
-        (None, Owner { uid: None, gid }) => (None, gid),
+        (None, Owner { uid, gid }) => (uid, gid),
     };
     let mine = (Uid::effective(), Gid::effective());
     if uid.is_some_and(|u| u != mine.0) || gid.is_some_and(|g| g != mine.1) {
