@@ -9,64 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use harness::web::{backend, free_port, hits, wait_listening};
 use harness::{Etcd, Proc, eventually_async, unique_prefix};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real HTTP server (node) that answers every request with its own port.
-fn backend(port: u16) -> Proc {
-    let mut c = Command::new("node");
-    c.arg("-e")
-        .arg(
-            "const p = Number(process.env.PORT);\
-             require('http').createServer((q, r) => r.end(String(p)))\
-             .listen(p, '127.0.0.1', () => console.log('listening on ' + p))",
-        )
-        .env("PORT", port.to_string());
-    Proc::spawn(c)
-}
-
-async fn wait_listening(b: &Proc, port: u16) {
-    b.wait_stdout(Duration::from_secs(20), "the backend to listen", |l| {
-        l == format!("listening on {port}")
-    })
-    .await;
-}
-
-/// One GET through `port` with the real curl: the body, or None.
-async fn curl(port: u16) -> Option<String> {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .await
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `n` GETs through nginx: the bodies, or None if any failed.
-async fn hits(port: u16, n: usize) -> Option<Vec<String>> {
-    let mut v = Vec::new();
-    for _ in 0..n {
-        v.push(curl(port).await?);
-    }
-    Some(v)
-}
 
 /// One sample of discover's metrics (`name{labels}` exactly), 0 when absent.
 async fn metric(port: u16, series: &str) -> u64 {
@@ -102,6 +46,15 @@ const CHECK_FAILED: &str = "discover_render_templates_total{outcome=\"check_fail
 const RENDER_FAILED: &str = "discover_render_templates_total{outcome=\"render_failed\"}";
 const UNCHANGED: &str = "discover_render_templates_total{outcome=\"unchanged\"}";
 
+/// How `discover render` reloads the nginx in front of the backends.
+#[derive(Clone, Copy)]
+enum Reload {
+    /// `--reload-cmd "nginx -s reload …"`, as the example unit does.
+    Command,
+    /// `--reload-signal HUP --pid-file` with the pid file nginx writes.
+    Signal,
+}
+
 /// nginx in front of `/…/web`, configured by `discover render` from the
 /// example's own template, as examples/nginx-upstream/web-lb.service runs it.
 struct Lb {
@@ -109,7 +62,7 @@ struct Lb {
     port: u16,
     metrics: u16,
     render: Proc,
-    _nginx: Proc,
+    nginx: Proc,
 }
 
 impl Lb {
@@ -139,7 +92,7 @@ impl Lb {
             "--template".into(),
             format!(
                 "{}:{d}/nginx.conf:0644",
-                repo()
+                harness::repo()
                     .join("examples/nginx-upstream/upstream.conf.j2")
                     .display()
             ),
@@ -148,8 +101,15 @@ impl Lb {
         ]
     }
 
-    /// Render once, start nginx, then follow with `extra` flags.
+    /// Render once, start nginx, then follow with `extra` flags, reloading
+    /// nginx with `nginx -s reload`.
     async fn start(etcd: &Etcd, prefix: &str, extra: &[&str]) -> Lb {
+        Self::start_with(etcd, prefix, Reload::Command, extra).await
+    }
+
+    /// Render once, start nginx, then follow with `extra` flags, reloading
+    /// nginx as `how` says.
+    async fn start_with(etcd: &Etcd, prefix: &str, how: Reload, extra: &[&str]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let c = etcd.client().await;
@@ -185,14 +145,37 @@ impl Lb {
             .args(["-g", "daemon off;"]);
         let nginx = Proc::spawn(ng);
         let metrics = free_port();
-        let reload = format!(
-            "/usr/sbin/nginx -s reload {} -c {d}/nginx.conf",
-            Self::nginx_args(dir.path()).join(" ")
-        );
+        let reload = match how {
+            Reload::Command => vec![
+                "--reload-cmd".to_owned(),
+                format!(
+                    "/usr/sbin/nginx -s reload {} -c {d}/nginx.conf",
+                    Self::nginx_args(dir.path()).join(" ")
+                ),
+            ],
+            Reload::Signal => {
+                // nginx writes its pid file once it has started; a reload
+                // before that would fail on a missing file.
+                let pid = dir.path().join("nginx.pid");
+                eventually_async(Duration::from_secs(30), "nginx's pid file", || {
+                    let pid = pid.clone();
+                    async move { std::fs::metadata(&pid).ok().map(drop) }
+                })
+                .await;
+                vec![
+                    "--reload-signal".to_owned(),
+                    "HUP".to_owned(),
+                    "--pid-file".to_owned(),
+                    format!("{d}/nginx.pid"),
+                ]
+            }
+        };
+        let reload: Vec<&str> = reload.iter().map(String::as_str).collect();
         let maddr = format!("127.0.0.1:{metrics}");
         let follow: Vec<&str> = [
             args.as_slice(),
-            &["--reload-cmd", &reload, "--metrics-addr", &maddr],
+            reload.as_slice(),
+            &["--metrics-addr", &maddr],
             extra,
         ]
         .concat();
@@ -207,7 +190,7 @@ impl Lb {
             port,
             metrics,
             render,
-            _nginx: nginx,
+            nginx,
         }
     }
 
@@ -296,6 +279,158 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
         base + 2,
         "{}",
         lb.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_signal_hups_nginx_through_its_pid_file() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-hup");
+    let c = etcd.client().await;
+    let ports = [free_port(), free_port()];
+    let backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
+    for (b, p) in backends.iter().zip(&ports) {
+        wait_listening(b, *p).await;
+    }
+    c.put(
+        &format!("{prefix}/web/1"),
+        format!("127.0.0.1:{}", ports[0]),
+    )
+    .await
+    .unwrap();
+    let lb = Lb::start_with(&etcd, &prefix, Reload::Signal, &["--wait", "0"]).await;
+    lb.wait_serving(&ports[..1], "nginx to reach web/1").await;
+    // The pid file names the nginx this test started (its master), so the
+    // HUP below reaches the process that serves.
+    let pid: i32 = std::fs::read_to_string(lb.dir.path().join("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, lb.nginx.pid(), "{}", lb.dump());
+    let base = metric(lb.metrics, RELOADS_OK).await;
+
+    // Only a reload can put web/2 into nginx's rotation.
+    c.put(
+        &format!("{prefix}/web/2"),
+        format!("127.0.0.1:{}", ports[1]),
+    )
+    .await
+    .unwrap();
+    lb.wait_serving(&ports, "nginx, HUPed, to send to web/2 as well")
+        .await;
+    wait_metric(lb.metrics, RELOADS_OK, base + 1).await;
+    assert_eq!(
+        metric(lb.metrics, RELOADS_OK).await,
+        base + 1,
+        "one signal for one change\n{}",
+        lb.dump()
+    );
+    // A reload reloads; it does not restart the master.
+    assert_eq!(
+        std::fs::read_to_string(lb.dir.path().join("nginx.pid"))
+            .unwrap()
+            .trim(),
+        pid.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_gives_dest_to_the_user_asked_for_and_a_rerender_keeps_it() {
+    use std::os::unix::fs::MetadataExt;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test chowns files, as a root-run render does: run it as root"
+    );
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("render-owner");
+    let c = etcd.client().await;
+    c.put(&format!("{prefix}/web/a"), "10.0.0.1:3001")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("t.j2"),
+        "{% for b in web %}{{ b.name }} {{ b.value }}\n{% endfor %}",
+    )
+    .unwrap();
+    let once = |owner: Option<&str>| {
+        let mut args = vec![
+            "render".to_owned(),
+            "--watch".to_owned(),
+            format!("{prefix}/web"),
+            "--template".to_owned(),
+            format!("{d}/t.j2:{d}/out:0640"),
+            "--once".to_owned(),
+        ];
+        if let Some(o) = owner {
+            args.extend(["--owner".to_owned(), o.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(harness::proc::discover(&etcd, &args))
+    };
+    let out = dir.path().join("out");
+
+    let mut p = once(Some("nobody:nogroup"));
+    assert!(
+        p.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        p.dump()
+    );
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (nobody.uid.as_raw(), nogroup.gid.as_raw(), 0o640),
+        "{}",
+        p.dump()
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a 10.0.0.1:3001\n");
+
+    // A new rendering without --owner replaces the file (a new inode) and
+    // keeps the owner it had, as a root-run render must not hand a
+    // service's file to root.
+    let ino = m.ino();
+    c.put(&format!("{prefix}/web/b"), "10.0.0.2:3002")
+        .await
+        .unwrap();
+    let mut p = once(None);
+    assert!(
+        p.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        p.dump()
+    );
+    let m = std::fs::metadata(&out).unwrap();
+    assert_ne!(m.ino(), ino, "the file was not replaced\n{}", p.dump());
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (nobody.uid.as_raw(), nogroup.gid.as_raw()),
+        "{}",
+        p.dump()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "a 10.0.0.1:3001\nb 10.0.0.2:3002\n"
+    );
+
+    // A user without a group keeps DEST's group, as `chown USER` does.
+    c.put(&format!("{prefix}/web/c"), "10.0.0.3:3003")
+        .await
+        .unwrap();
+    let mut p = once(Some("root"));
+    assert!(
+        p.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        p.dump()
+    );
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (0, nogroup.gid.as_raw()),
+        "{}",
+        p.dump()
     );
 }
 
@@ -607,7 +742,7 @@ fn make_install_installs_the_example_and_its_unit_verifies() {
     let dest = tempfile::tempdir().unwrap();
     let out = Command::new("make")
         .arg("-C")
-        .arg(repo())
+        .arg(harness::repo())
         .args(["-s", "install", "PROFILE=debug", "PREFIX=/usr/local"])
         .arg(format!("DESTDIR={}", dest.path().display()))
         .output()
