@@ -1,6 +1,6 @@
 //! `make bench` cannot rot: its binary runs every figure at a tiny scale
 //! (`--quick`) against a real etcd and Docker, and writes a report with a
-//! row and a measured number for each of P1..P7. The figures themselves
+//! row and a measured number for each of P1..P8 and R (discover render). The figures themselves
 //! mean nothing at this scale and on a loaded machine; only `make bench`
 //! produces the ones in BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,7 +24,7 @@ fn bench_quick_writes_every_figure() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "bench --quick failed:\n{stderr}");
     let report = std::fs::read_to_string(&out).expect("the report was written");
-    for id in ["P1", "P2", "P3", "P4", "P5", "P6", "P7"] {
+    for id in ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "R"] {
         let row = report
             .lines()
             .find(|l| l.starts_with(&format!("| {id} |")))

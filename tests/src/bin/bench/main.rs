@@ -168,15 +168,8 @@ async fn main() {
     }
     if only.as_deref() == Some("render") {
         // discover render: an etcd change until nginx serves it (--wait 0).
-        let s = render::run(&etcd, if quick { 10 } else { 200 }).await;
-        println!(
-            "render: etcd change -> nginx serving the new upstream: p50 {} ms, p99 {} ms (n={}, min {}, max {})",
-            stats::num(s.p50),
-            stats::num(s.p99),
-            s.n,
-            stats::num(s.min),
-            stats::num(s.max)
-        );
+        let r = render::run(&etcd, if quick { 10 } else { 200 }).await;
+        print!("{}", report::render_nginx(&r));
         return;
     }
     let docker = Docker::connect().await;
@@ -228,6 +221,7 @@ async fn main() {
     let gets = get::gets(&etcd, keys, if quick { 2 } else { 10 }).await;
     let many = get::many(&etcd, regs, regs_window).await;
     let p8 = host::run(&etcd, &docker, dir.path(), p8_n, p8_window, p8_churn).await;
+    let render = render::run(&etcd, if quick { 10 } else { 200 }).await;
     let all = report::All {
         command: if quick {
             "bench --quick (smoke test)".into()
@@ -243,6 +237,7 @@ async fn main() {
         gets,
         many,
         p8,
+        render,
     };
     let text = report::render(&all);
     std::fs::write(&out, &text).unwrap_or_else(|e| panic!("write {out}: {e}"));

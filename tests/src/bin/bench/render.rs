@@ -5,9 +5,12 @@
 //! Each round moves `web/1` between two real HTTP backends (each answers
 //! with its own port) and polls nginx with fresh connections until the
 //! answer is the new backend's.
+//!
+//! The peer, in the same run against the same nginx, is the floor of the
+//! job: the bench itself writes the next config (renamed into place) and
+//! runs `nginx -s reload`, with no etcd, no template and no check.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -48,8 +51,14 @@ async fn until_serving(lb: u16, want: &str, t0: Instant) -> Duration {
     .unwrap()
 }
 
-/// Measure `rounds` changes; returns the summary in milliseconds.
-pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Summary {
+/// `discover render` and its floor, in milliseconds.
+pub struct Render {
+    pub ours: Summary,
+    pub floor: Summary,
+}
+
+/// Measure `rounds` changes each way.
+pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     let c = etcd.client().await;
@@ -76,8 +85,8 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Summary {
     )
     .await
     .unwrap();
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/nginx-upstream/upstream.conf.j2")
+    let template = harness::repo()
+        .join("examples/nginx-upstream/upstream.conf.j2")
         .display()
         .to_string();
     let nginx_flags = format!("-p {d}/ -e {d}/error.log");
@@ -126,5 +135,30 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Summary {
             .unwrap();
         took.push(until_serving(lb, &to.to_string(), t0).await);
     }
-    Summary::of_durations_ms(&took)
+    drop(render);
+
+    // The floor: the same change written by hand and `nginx -s reload`.
+    let conf = format!("{d}/nginx.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let now = ports[rounds % 2];
+    let mut floor = Vec::new();
+    for i in 0..rounds {
+        let to = ports[(rounds + i + 1) % 2];
+        let next = text.replace(&format!("127.0.0.1:{now}"), &format!("127.0.0.1:{to}"));
+        assert!(next.contains(&format!("127.0.0.1:{to};")), "{next}");
+        let t0 = Instant::now();
+        std::fs::write(format!("{conf}.next"), &next).unwrap();
+        std::fs::rename(format!("{conf}.next"), &conf).unwrap();
+        let out = tokio::process::Command::new("/usr/sbin/nginx")
+            .args(reload.split(' ').skip(1))
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        floor.push(until_serving(lb, &to.to_string(), t0).await);
+    }
+    Render {
+        ours: Summary::of_durations_ms(&took),
+        floor: Summary::of_durations_ms(&floor),
+    }
 }

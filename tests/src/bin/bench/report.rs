@@ -8,6 +8,7 @@ use crate::agents::Agents;
 use crate::cost::{Cost, WHO};
 use crate::get::{Gets, ManyRegistrations};
 use crate::host::P8;
+use crate::render::Render;
 use crate::stats::{Summary, num};
 use crate::stream::{CONSUMERS, Latency, Throughput};
 
@@ -22,6 +23,7 @@ pub struct All {
     pub gets: Gets,
     pub many: ManyRegistrations,
     pub p8: P8,
+    pub render: Render,
 }
 
 fn row(out: &mut String, label: &str, s: &Summary, unit: &str) {
@@ -43,6 +45,10 @@ fn table(out: &mut String, rows: &[(&str, &Summary)], unit: &str) {
     }
     out.push('\n');
 }
+
+/// The head of a section's own copy of its summary rows (without the id).
+const SECTION_HEAD: &str =
+    "| measure | ours (median) | peer (median) | ratio | goal | met |\n|---|---|---|---|---|---|\n";
 
 fn met(ok: bool) -> &'static str {
     if ok { "yes" } else { "**no**" }
@@ -194,6 +200,7 @@ pub fn render(a: &All) -> String {
         met(many_pct < 5.0)
     );
     o.push_str(&p8_rows(&a.p8));
+    o.push_str(&render_row(&a.render));
     o.push('\n');
 
     o.push_str("## P1: `docker stop` → key gone\n\nFrom the `docker stop` call to the delete (sidekick) or expiry (bash loop) seen by a raw watch; 20 containers per side, stopped one after the other.\n\n");
@@ -285,6 +292,44 @@ pub fn render(a: &All) -> String {
         num(m.rss_mib)
     );
     o.push_str(&render_p8(&a.p8));
+    o.push_str(&render_nginx(&a.render));
+    o
+}
+
+/// The summary row of `discover render`.
+fn render_row(r: &Render) -> String {
+    format!(
+        "| R | put in etcd → nginx serves the new upstream (`discover render --wait 0`) | {} ms (p99 {} ms) | floor: config written by hand + `nginx -s reload`: {} ms (p99 {} ms) | {}{} ms median | — (recorded) | — |\n",
+        num(r.ours.p50),
+        num(r.ours.p99),
+        num(r.floor.p50),
+        num(r.floor.p99),
+        if r.ours.p50 >= r.floor.p50 { "+" } else { "−" },
+        num((r.ours.p50 - r.floor.p50).abs())
+    )
+}
+
+/// The `discover render` section (also printed alone by `bench --only render`).
+pub fn render_nginx(r: &Render) -> String {
+    let mut o = String::from(
+        "## R: discover render, a change in etcd → nginx serving the new upstream\n\n\
+         `discover render --wait 0` with `examples/nginx-upstream/upstream.conf.j2`, `--check-cmd \"nginx -t -q … -c {{src}}\"` and \
+         `--reload-cmd \"nginx -s reload …\"` moves `web/1` between two real HTTP backends (each answers with its own port); the bench \
+         polls Debian's nginx on fresh connections until it answers from the new one. The floor, in the same run against the same \
+         nginx: the bench writes the next config itself (renamed into place) and runs `nginx -s reload`, with no etcd, no template \
+         and no check.\n\n",
+    );
+    o.push_str(SECTION_HEAD);
+    o.push_str(&render_row(r).replace("| R |", "|"));
+    o.push('\n');
+    table(
+        &mut o,
+        &[
+            ("put in etcd → nginx serves it", &r.ours),
+            ("floor: write + nginx -s reload → served", &r.floor),
+        ],
+        "ms",
+    );
     o
 }
 
@@ -442,6 +487,7 @@ pub fn render_p8(p: &P8) -> String {
         p.n,
         p.n
     );
+    o.push_str(SECTION_HEAD);
     o.push_str(&p8_rows(p).replace("| P8 |", "|"));
     o.push('\n');
     table(
