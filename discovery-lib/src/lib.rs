@@ -70,6 +70,11 @@
 //!   (`apply.rs`); `state.rs`: [`PrefixState`] for consumers.
 //! * `register/`: the registration handle (`mod.rs`), its actor
 //!   (`actor.rs`) and its lease (`lease.rs`).
+//! * `lease_group/`: many keys under one lease (`mod.rs`), their
+//!   conditional writes (`write.rs`) and the group's lease (`lease.rs`).
+//! * `keep_alive.rs`: what both keep a lease alive with: the lease as last
+//!   confirmed, and a keep-alive stream that moves to another member when
+//!   it goes silent.
 //! * `members.rs`, `config.rs`: views built on the watch.
 #![deny(missing_docs)]
 
@@ -79,6 +84,7 @@ mod connect;
 mod duration;
 mod error;
 mod insecure;
+mod keep_alive;
 mod key;
 mod lease_group;
 mod members;

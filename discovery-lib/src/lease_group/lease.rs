@@ -16,21 +16,11 @@ impl Actor {
         {
             return Ok(());
         }
-        let ttl = self.ttl.as_secs() as i64;
-        let granted = self
-            .client
-            .call_within("grant", self.op_limit(), |c| {
-                let mut lc = c.lease();
-                async move { lc.grant(ttl, None).await }
-            })
+        let lease = keep_alive::grant(&self.client, self.ttl, self.op_limit())
             .await
             .map_err(|e| Error::request("grant lease", e))?;
-        info!(lease = %LeaseId(granted.id()), ttl = granted.ttl(), "lease granted for the group");
-        self.lease = Some(Lease {
-            id: granted.id(),
-            confirmed: Instant::now(),
-            granted: Duration::from_secs(granted.ttl().max(1) as u64),
-        });
+        info!(lease = %LeaseId(lease.id), ttl = ?lease.granted, "lease granted for the group");
+        self.lease = Some(lease);
         self.written.clear();
         Ok(())
     }
@@ -73,15 +63,7 @@ impl Actor {
         let Some((&id, _)) = votes.iter().max_by_key(|(_, n)| **n) else {
             return Ok(false);
         };
-        let ttl = self
-            .client
-            .call_within("lease time-to-live", self.op_limit(), |c| {
-                let mut lc = c.lease();
-                async move {
-                    lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
-                        .await
-                }
-            })
+        let ttl = keep_alive::time_to_live(&self.client, id, self.op_limit())
             .await
             .map_err(|e| Error::request("lease time-to-live", e))?;
         if ttl.ttl() <= 0 || ttl.granted_ttl() != self.ttl.as_secs() as i64 {
@@ -104,35 +86,16 @@ impl Actor {
             keys = self.written.len(),
             "adopting the live lease that already holds these registrations"
         );
-        self.lease = Some(Lease {
-            id,
-            confirmed: Instant::now(),
-            granted: Duration::from_secs(ttl.granted_ttl().max(1) as u64),
-        });
+        self.lease = Some(keep_alive::Lease::confirmed_now(id, ttl.granted_ttl()));
         Ok(true)
     }
 
     pub(super) async fn open_keeper(&mut self) -> std::result::Result<(), etcd_client::Error> {
-        let limit = self.op_limit();
+        let (limit, interval) = (self.op_limit(), self.interval);
         let Some(lease) = self.lease.as_mut() else {
             return Ok(());
         };
-        let id = lease.id;
-        let ((keeper, stream), conn) = self
-            .client
-            .call_on("keep alive", limit, |c| {
-                let mut lc = c.lease();
-                async move { lc.keep_alive(id).await }
-            })
-            .await?;
-        lease.confirmed = Instant::now();
-        self.keeper = Some(Keeper {
-            keeper,
-            stream,
-            next: Instant::now() + self.interval,
-            pending: None,
-            conn,
-        });
+        self.keeper = Some(Keeper::open(&self.client, lease, limit, interval).await?);
         Ok(())
     }
 
@@ -141,33 +104,28 @@ impl Actor {
         let Some(k) = self.keeper.as_mut() else {
             return;
         };
-        if k.pending.is_some() {
-            warn!("keep-alive unanswered; reconnecting to another member");
-            self.drop_keeper("unanswered");
-            return;
-        }
-        match k.keeper.keep_alive().await {
-            Ok(()) => {
-                k.pending = Some(Instant::now());
-                k.next = Instant::now() + interval / 2;
-            }
-            Err(e) => {
-                warn!(error = %e, "keep-alive stream broken; reconnecting");
-                self.drop_keeper("stream broken");
-            }
+        if let Err(dead) = k.send(interval).await {
+            warn!(%dead, "reconnecting the group's keep-alive to another member");
+            self.drop_keeper(dead.why());
         }
     }
 
     pub(super) fn on_keep_alive(
         &mut self,
-        r: std::result::Result<Option<i64>, etcd_client::Error>,
+        r: std::result::Result<Option<(i64, u64)>, etcd_client::Error>,
     ) {
         match r {
-            Ok(Some(ttl)) if ttl > 0 => {
-                if let Some(k) = self.keeper.as_mut() {
-                    if let Some(sent) = k.pending.take() {
-                        k.next = sent + self.interval;
-                    }
+            Ok(Some((ttl, member))) if ttl > 0 => {
+                let interval = self.interval;
+                let new = self
+                    .keeper
+                    .as_mut()
+                    .and_then(|k| k.answered(member, interval));
+                if let Some(member) = new {
+                    debug!(
+                        member = format_args!("{member:x}"),
+                        "the group's keep-alive stream is live"
+                    );
                 }
                 if let Some(l) = self.lease.as_mut() {
                     l.confirmed = Instant::now();
@@ -184,27 +142,14 @@ impl Actor {
             }
         }
         // A lease unconfirmed for its whole TTL is gone, whatever etcd says later.
-        if self
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.confirmed.elapsed() >= l.granted)
-        {
+        if self.lease.as_ref().is_some_and(keep_alive::Lease::lapsed) {
             self.lose_lease();
         }
     }
 
     pub(super) fn drop_keeper(&mut self, why: &str) {
         if let Some(k) = self.keeper.take() {
-            self.client.pool().avoid(k.conn, "keep alive", why);
+            k.retire(&self.client, why);
         }
-    }
-}
-
-pub(super) async fn next_keep_alive(
-    k: &mut Option<Keeper>,
-) -> std::result::Result<Option<i64>, etcd_client::Error> {
-    match k {
-        Some(k) => k.stream.message().await.map(|r| r.map(|r| r.ttl())),
-        None => std::future::pending().await,
     }
 }

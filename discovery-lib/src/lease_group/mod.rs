@@ -28,15 +28,10 @@
 mod lease;
 mod write;
 
-use lease::next_keep_alive;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use etcd_client::{
-    Compare, CompareOp, LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, PutOptions, Txn,
-    TxnOp, TxnOpResponse,
-};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,6 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::Client;
 use crate::error::{Class, Error, Result, classify};
+use crate::keep_alive::{self, Keeper, Lease, next_answer};
 use crate::key::validate_key;
 use crate::node::LeaseId;
 use crate::register::RegisterOptions;
@@ -177,23 +173,6 @@ impl Drop for LeaseGroup {
     }
 }
 
-struct Lease {
-    id: i64,
-    /// When etcd last confirmed it alive, and for how long it was granted.
-    confirmed: Instant,
-    granted: Duration,
-}
-
-struct Keeper {
-    keeper: LeaseKeeper,
-    stream: LeaseKeepAliveStream,
-    /// The next keep-alive, or while one is out, when to give up on it.
-    next: Instant,
-    /// A keep-alive is out, unanswered since then.
-    pending: Option<Instant>,
-    conn: usize,
-}
-
 /// Why a key is not written: it will be tried again at the next recheck,
 /// or at once when the value asked for changes.
 struct Blocked {
@@ -231,7 +210,7 @@ struct Actor {
 enum Wake {
     Desired,
     Tick,
-    KeepAlive(std::result::Result<Option<i64>, etcd_client::Error>),
+    KeepAlive(std::result::Result<Option<(i64, u64)>, etcd_client::Error>),
     Retry,
     Recheck,
 }
@@ -282,7 +261,7 @@ impl Actor {
     }
 
     async fn wait(&mut self) -> Wake {
-        let keeper_next = self.keeper.as_ref().map(|k| k.next);
+        let keeper_next = self.keeper.as_ref().map(Keeper::next);
         let (retry_at, recheck_at) = (self.retry_at, self.recheck_at);
         tokio::select! {
             biased;
@@ -292,7 +271,7 @@ impl Actor {
                 }
                 Wake::Desired
             }
-            r = next_keep_alive(&mut self.keeper) => Wake::KeepAlive(r),
+            r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
             _ = sleep_until_opt(keeper_next) => Wake::Tick,
             _ = sleep_until_opt(retry_at) => Wake::Retry,
             _ = sleep_until_opt(recheck_at) => Wake::Recheck,

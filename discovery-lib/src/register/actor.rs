@@ -10,10 +10,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::lease::{Keeper, Lease, lease_error, next_keep_alive};
+use super::lease::lease_error;
 use super::{Desired, KEY_WATCH_IDLE, RegistrationState};
 use crate::client::Client;
 use crate::error::{Class, Error, Result, classify};
+use crate::keep_alive::{Keeper, Lease, next_answer};
 use crate::node::{Action, LeaseId, WatchMessage};
 use crate::retry::{Backoff, sleep_until_opt};
 use crate::watch::{Scope, WatchOptions, WatchStream};
@@ -118,7 +119,7 @@ impl Actor {
         }
         let since = *self.failing_since.get_or_insert_with(SystemTime::now);
         let lease_lost = match &self.lease {
-            Some(l) => l.confirmed.elapsed() >= l.granted,
+            Some(l) => l.lapsed(),
             None => true,
         };
         let delay = self.backoff.next_delay();
@@ -133,7 +134,7 @@ impl Actor {
 
     async fn wait(&mut self) -> Wake {
         let retry_at = self.retry_at;
-        let keeper_next = self.keeper.as_ref().map(|k| k.next);
+        let keeper_next = self.keeper.as_ref().map(Keeper::next);
         tokio::select! {
             biased;
             r = self.desired.changed() => {
@@ -143,7 +144,7 @@ impl Actor {
                 }
                 Wake::Desired
             }
-            r = next_keep_alive(&mut self.keeper) => Wake::KeepAlive(r),
+            r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
             // Keep-alives before the key watch: nothing it does may delay them.
             _ = sleep_until_opt(keeper_next) => Wake::Tick,
             r = next_key_event(&mut self.key_watch) => Wake::KeyEvent(r),

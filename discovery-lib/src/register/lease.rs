@@ -1,38 +1,13 @@
 //! The registration's lease: granting or adopting it, and keeping it
 //! alive on a stream that moves to another member when it goes silent.
 
-use std::time::Duration;
-
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::actor::Actor;
 use crate::error::{Class, Error, Result, classify};
+use crate::keep_alive::{self, Keeper};
 use crate::node::LeaseId;
-
-/// Our lease as we last knew it.
-#[derive(Debug)]
-pub(super) struct Lease {
-    pub(super) id: i64,
-    pub(super) granted: Duration,
-    /// When etcd last confirmed it alive.
-    pub(super) confirmed: Instant,
-}
-#[derive(Debug)]
-pub(super) struct Keeper {
-    keeper: LeaseKeeper,
-    stream: LeaseKeepAliveStream,
-    /// When to send the next keep-alive, or, while one is out, when to
-    /// give up waiting for its answer.
-    pub(super) next: Instant,
-    /// A keep-alive is out and unanswered since then.
-    pending: Option<Instant>,
-    /// The pool's index of the member this stream lives on.
-    conn: usize,
-    /// The etcd member that answers this stream, once one has.
-    member: Option<u64>,
-}
 
 impl Actor {
     /// Time to send a keep-alive, or to notice the last one went unanswered.
@@ -41,22 +16,9 @@ impl Actor {
         let Some(k) = self.keeper.as_mut() else {
             return;
         };
-        if let Some(sent) = k.pending {
-            warn!(key = %self.key, waited = ?sent.elapsed(), "keep-alive unanswered; reconnecting to another member");
-            self.drop_keeper("unanswered");
-            return;
-        }
-        match k.keeper.keep_alive().await {
-            Ok(()) => {
-                k.pending = Some(Instant::now());
-                // A live member answers in milliseconds; half an interval
-                // leaves the rest of the lease to find another one.
-                k.next = Instant::now() + interval / 2;
-            }
-            Err(e) => {
-                warn!(key = %self.key, error = %e, "keep-alive stream broken; reconnecting");
-                self.drop_keeper("stream broken");
-            }
+        if let Err(dead) = k.send(interval).await {
+            warn!(key = %self.key, %dead, "reconnecting the keep-alive to another member");
+            self.drop_keeper(dead.why());
         }
     }
 
@@ -67,14 +29,12 @@ impl Actor {
         match r {
             Ok(Some((ttl, member))) if ttl > 0 => {
                 let interval = self.interval;
-                if let Some(k) = self.keeper.as_mut() {
-                    if let Some(sent) = k.pending.take() {
-                        k.next = sent + interval;
-                    }
-                    if k.member != Some(member) {
-                        k.member = Some(member);
-                        debug!(key = %self.key, member = format_args!("{member:x}"), "keep-alive stream live");
-                    }
+                let new = self
+                    .keeper
+                    .as_mut()
+                    .and_then(|k| k.answered(member, interval));
+                if let Some(member) = new {
+                    debug!(key = %self.key, member = format_args!("{member:x}"), "keep-alive stream live");
                 }
                 if let Some(l) = self.lease.as_mut() {
                     l.confirmed = Instant::now();
@@ -99,7 +59,7 @@ impl Actor {
     /// another member.
     pub(super) fn drop_keeper(&mut self, why: &str) {
         if let Some(k) = self.keeper.take() {
-            self.client.pool().avoid(k.conn, "keep alive", why);
+            k.retire(&self.client, why);
         }
     }
 
@@ -119,23 +79,13 @@ impl Actor {
                 return Ok(());
             }
         }
-        let ttl = self.ttl.as_secs() as i64;
-        let granted = self
-            .client
-            .call_within("grant", self.op_limit(), |c| {
-                let mut lc = c.lease();
-                async move { lc.grant(ttl, None).await }
-            })
+        let lease = keep_alive::grant(&self.client, self.ttl, self.op_limit())
             .await
             .map_err(|e| Error::from_etcd("grant lease", &self.key, e))?;
-        if granted.ttl() != ttl {
-            warn!(key = %self.key, asked = ttl, granted = granted.ttl(), "etcd granted a different TTL than asked");
+        if lease.granted.as_secs() != self.ttl.as_secs() {
+            warn!(key = %self.key, asked = ?self.ttl, granted = ?lease.granted, "etcd granted a different TTL than asked");
         }
-        self.lease = Some(Lease {
-            id: granted.id(),
-            granted: Duration::from_secs(granted.ttl().max(1) as u64),
-            confirmed: Instant::now(),
-        });
+        self.lease = Some(lease);
         self.written = None;
         Ok(())
     }
@@ -156,15 +106,7 @@ impl Actor {
             return Ok(false);
         }
         let id = existing.lease();
-        let ttl = self
-            .client
-            .call_within("lease time-to-live", self.op_limit(), |c| {
-                let mut lc = c.lease();
-                async move {
-                    lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
-                        .await
-                }
-            })
+        let ttl = keep_alive::time_to_live(&self.client, id, self.op_limit())
             .await
             .map_err(|e| Error::from_etcd("lease time-to-live", &self.key, e))?;
         let only_ours = ttl.keys().len() == 1 && ttl.keys()[0] == self.key.as_bytes();
@@ -172,37 +114,17 @@ impl Actor {
             return Ok(false);
         }
         info!(key = %self.key, lease = %LeaseId(existing.lease()), "adopting the live lease that already holds this value");
-        self.lease = Some(Lease {
-            id: existing.lease(),
-            granted: Duration::from_secs(ttl.granted_ttl().max(1) as u64),
-            confirmed: Instant::now(),
-        });
+        self.lease = Some(keep_alive::Lease::confirmed_now(id, ttl.granted_ttl()));
         self.written = Some((value.to_vec(), existing.mod_revision()));
         Ok(true)
     }
 
     pub(super) async fn open_keeper(&mut self) -> std::result::Result<(), etcd_client::Error> {
-        let limit = self.op_limit();
+        let (limit, interval) = (self.op_limit(), self.interval);
         let Some(lease) = self.lease.as_mut() else {
             return Ok(());
         };
-        let id = lease.id;
-        let client = &self.client;
-        let ((keeper, stream), conn) = client
-            .call_on("keep alive", limit, |c| {
-                let mut lc = c.lease();
-                async move { lc.keep_alive(id).await }
-            })
-            .await?;
-        lease.confirmed = Instant::now();
-        self.keeper = Some(Keeper {
-            keeper,
-            stream,
-            next: Instant::now() + self.interval,
-            pending: None,
-            conn,
-            member: None,
-        });
+        self.keeper = Some(Keeper::open(&self.client, lease, limit, interval).await?);
         Ok(())
     }
 
@@ -231,18 +153,4 @@ impl Actor {
 
 pub(super) fn lease_error(op: &'static str, e: etcd_client::Error) -> Error {
     Error::request(op, e)
-}
-/// The next keep-alive answer: the TTL left, and the member that answered.
-pub(super) async fn next_keep_alive(
-    k: &mut Option<Keeper>,
-) -> std::result::Result<Option<(i64, u64)>, etcd_client::Error> {
-    match k {
-        Some(k) => k.stream.message().await.map(|r| {
-            r.map(|r| {
-                let member = r.header().map(|h| h.member_id()).unwrap_or_default();
-                (r.ttl(), member)
-            })
-        }),
-        None => std::future::pending().await,
-    }
 }

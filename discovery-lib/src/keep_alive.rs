@@ -1,0 +1,201 @@
+//! One lease kept alive: the lease as etcd last confirmed it, and its
+//! keep-alive stream, which is given up (and its member avoided) when a
+//! keep-alive goes unanswered, so the next one opens on another member.
+//!
+//! Shared by a single [`Registration`](crate::Registration) and by a
+//! [`LeaseGroup`](crate::LeaseGroup): the stream, its timing and its
+//! failover are the same; what a lost lease means (one key to write again,
+//! or a whole group) is each one's own.
+
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{
+    LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse,
+};
+use tokio::time::Instant;
+
+use crate::client::Client;
+
+/// A lease as we last knew it.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) id: i64,
+    /// The TTL etcd granted.
+    pub(crate) granted: Duration,
+    /// When etcd last confirmed it alive.
+    pub(crate) confirmed: Instant,
+}
+
+impl Lease {
+    /// A lease etcd has just confirmed, granted with `ttl` seconds.
+    pub(crate) fn confirmed_now(id: i64, ttl: i64) -> Self {
+        Self {
+            id,
+            granted: Duration::from_secs(ttl.max(1) as u64),
+            confirmed: Instant::now(),
+        }
+    }
+
+    /// Unconfirmed for its whole TTL: gone, whatever etcd says later.
+    pub(crate) fn lapsed(&self) -> bool {
+        self.confirmed.elapsed() >= self.granted
+    }
+}
+
+/// Grant a lease of `ttl`, within `limit`.
+pub(crate) async fn grant(
+    client: &Client,
+    ttl: Duration,
+    limit: Duration,
+) -> Result<Lease, etcd_client::Error> {
+    let ttl = ttl.as_secs() as i64;
+    let granted = client
+        .call_within("grant", limit, |c| {
+            let mut lc = c.lease();
+            async move { lc.grant(ttl, None).await }
+        })
+        .await?;
+    Ok(Lease::confirmed_now(granted.id(), granted.ttl()))
+}
+
+/// What etcd knows of lease `id`, with its keys, within `limit`.
+pub(crate) async fn time_to_live(
+    client: &Client,
+    id: i64,
+    limit: Duration,
+) -> Result<LeaseTimeToLiveResponse, etcd_client::Error> {
+    client
+        .call_within("lease time-to-live", limit, |c| {
+            let mut lc = c.lease();
+            async move {
+                lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+                    .await
+            }
+        })
+        .await
+}
+
+/// Why a keep-alive stream was given up.
+#[derive(Debug)]
+pub(crate) enum Dead {
+    /// The last keep-alive went unanswered for this long.
+    Unanswered(Duration),
+    /// The stream refused the keep-alive.
+    Broken(etcd_client::Error),
+}
+
+impl Dead {
+    /// A word for the pool's log of avoided members.
+    pub(crate) fn why(&self) -> &'static str {
+        match self {
+            Dead::Unanswered(_) => "unanswered",
+            Dead::Broken(_) => "stream broken",
+        }
+    }
+}
+
+impl fmt::Display for Dead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dead::Unanswered(waited) => write!(f, "keep-alive unanswered after {waited:?}"),
+            Dead::Broken(e) => write!(f, "keep-alive stream broken: {e}"),
+        }
+    }
+}
+
+/// The keep-alive stream of one lease.
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+    /// When to send the next keep-alive, or, while one is out, when to
+    /// give up waiting for its answer.
+    next: Instant,
+    /// A keep-alive is out and unanswered since then.
+    pending: Option<Instant>,
+    /// The pool's index of the member this stream lives on.
+    conn: usize,
+    /// The etcd member that answers this stream, once one has.
+    member: Option<u64>,
+}
+
+impl Keeper {
+    /// Open a stream for `lease` (within `limit`); the first keep-alive is
+    /// due `interval` from now. Opening confirms the lease.
+    pub(crate) async fn open(
+        client: &Client,
+        lease: &mut Lease,
+        limit: Duration,
+        interval: Duration,
+    ) -> Result<Self, etcd_client::Error> {
+        let id = lease.id;
+        let ((keeper, stream), conn) = client
+            .call_on("keep alive", limit, |c| {
+                let mut lc = c.lease();
+                async move { lc.keep_alive(id).await }
+            })
+            .await?;
+        lease.confirmed = Instant::now();
+        Ok(Self {
+            keeper,
+            stream,
+            next: Instant::now() + interval,
+            pending: None,
+            conn,
+            member: None,
+        })
+    }
+
+    /// When [`Keeper::send`] is due.
+    pub(crate) fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Send the keep-alive that is due, or find that the last one went
+    /// unanswered (then the stream is dead: [`Keeper::retire`] it).
+    pub(crate) async fn send(&mut self, interval: Duration) -> Result<(), Dead> {
+        if let Some(sent) = self.pending {
+            return Err(Dead::Unanswered(sent.elapsed()));
+        }
+        self.keeper.keep_alive().await.map_err(Dead::Broken)?;
+        self.pending = Some(Instant::now());
+        // A live member answers in milliseconds; half an interval leaves
+        // the rest of the lease to find another one.
+        self.next = Instant::now() + interval / 2;
+        Ok(())
+    }
+
+    /// A live answer from `member`: the next keep-alive is due an interval
+    /// after the one answered. The member, if it is a new one.
+    pub(crate) fn answered(&mut self, member: u64, interval: Duration) -> Option<u64> {
+        if let Some(sent) = self.pending.take() {
+            self.next = sent + interval;
+        }
+        (self.member != Some(member)).then(|| {
+            self.member = Some(member);
+            member
+        })
+    }
+
+    /// Give the stream up; the pool avoids its member for the next one.
+    pub(crate) fn retire(self, client: &Client, why: &str) {
+        client.pool().avoid(self.conn, "keep alive", why);
+    }
+}
+
+/// The next answer on `k`'s stream: the TTL left and the member that
+/// answered; `None` when the stream ended. Never, without a stream.
+pub(crate) async fn next_answer(
+    k: &mut Option<Keeper>,
+) -> Result<Option<(i64, u64)>, etcd_client::Error> {
+    match k {
+        Some(k) => k.stream.message().await.map(|r| {
+            r.map(|r| {
+                let member = r.header().map(|h| h.member_id()).unwrap_or_default();
+                (r.ttl(), member)
+            })
+        }),
+        None => std::future::pending().await,
+    }
+}
