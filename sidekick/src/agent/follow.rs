@@ -2,23 +2,21 @@
 //! changed; an inspect follows each event that names the container, each
 //! (re)subscription, and a slow safety resync (`--resync`).
 
-use std::pin::Pin;
 use std::time::Duration;
 
-use bollard::errors::Error as BollardError;
-use bollard::models::EventMessage;
 use discovery::{Backoff, Registration, RegistrationState};
-use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::decide::{Decision, EventMeaning, Rules, ValueFormat, decide, meaning};
+use super::decide::{Decision, EventMeaning, Rules, ValueFormat, decide};
 use super::docker::{DockerConn, DockerError, DockerEvent};
+use super::events::EventFeed;
 use super::notify::Notifier;
 use super::report::Seen;
-use super::{Control, DRAIN_LIMIT, SINCE_MARGIN, now_nanos};
+use super::{Control, DRAIN_LIMIT};
 use crate::common::exit::usage;
+use crate::common::time::sleep_until_opt;
 
 /// The follow loop of one container. Fields:
 pub(crate) struct Follower<'a> {
@@ -38,13 +36,8 @@ pub(crate) struct Follower<'a> {
     pub(crate) id: Option<String>,
     /// A stopping signal was sent to this run (its StartedAt), at this time.
     pub(crate) draining: Option<(String, Instant)>,
-    /// `timeNano` of the last event, to resubscribe from.
-    pub(crate) since: Option<i64>,
-    /// Events at or before this time (ns) are already reflected by the
-    /// inspect that followed the last subscription: when Docker replays
-    /// them, they only ask for another inspect, so an old `die` cannot
-    /// withdraw a container that runs again.
-    pub(crate) fresh_after: i64,
+    /// Docker's event stream.
+    pub(crate) feed: EventFeed,
     /// An inspect found Docker unreachable: drop the event stream too
     /// (over tcp:// a half-open stream would never end by itself).
     pub(crate) docker_failed: bool,
@@ -56,6 +49,34 @@ pub(crate) struct Follower<'a> {
     pub(crate) network: Option<String>,
 }
 
+impl<'a> Follower<'a> {
+    /// A follower that knows nothing of the container yet.
+    pub(crate) fn new(
+        name: String,
+        docker: &'a mut DockerConn,
+        rules: Rules,
+        format: ValueFormat,
+        reg: &'a Registration,
+        seen: watch::Sender<Seen>,
+    ) -> Self {
+        Self {
+            name,
+            docker,
+            rules,
+            format,
+            reg,
+            seen,
+            id: None,
+            draining: None,
+            feed: EventFeed::new(),
+            docker_failed: false,
+            missing: None,
+            last_started: String::new(),
+            network: None,
+        }
+    }
+}
+
 /// Waiting for a container that does not exist yet. Its `start` event
 /// registers it at once; these checks, with backoff, are the safety net.
 pub(crate) struct MissingWait {
@@ -64,25 +85,11 @@ pub(crate) struct MissingWait {
     next: Instant,
 }
 
-pub(crate) type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Send>>;
-
-pub(crate) async fn next_event(
-    events: &mut Option<Events>,
-) -> Option<Result<EventMessage, BollardError>> {
-    match events {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Follower<'_> {
     /// Follow the container until shutdown. Docker's events drive
     /// everything; a full inspect happens on (re)subscription and every
     /// `resync`, as a safety net, never on the keep-alive's cadence.
     pub(crate) async fn run(mut self, resync: Duration, ctl: &Control) -> anyhow::Result<()> {
-        let mut events: Option<Events> = None;
-        let mut resubscribe_at = Instant::now();
-        let mut backoff = Backoff::for_watch();
         let mut tick = tokio::time::interval_at(Instant::now() + resync, resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let notifier_period = Notifier::new().watchdog_period();
@@ -90,38 +97,21 @@ impl Follower<'_> {
             tokio::time::interval(notifier_period.unwrap_or(Duration::from_secs(3600)));
         let watchdog_on = Notifier::new();
         loop {
-            if events.is_none() && Instant::now() >= resubscribe_at {
-                // Subscribe, then inspect. bollard sends the request only
-                // when the stream is first polled, after that inspect; `since`
-                // (the last event seen, or a moment before now) makes Docker
-                // replay whatever happened in between.
-                let since = self
-                    .since
-                    .unwrap_or_else(|| now_nanos().saturating_sub(SINCE_MARGIN.as_nanos() as i64));
-                match self.docker.events(Some(since)).await {
-                    Ok(s) => {
-                        debug!(since, "following Docker events");
-                        // Covered from here on: a later resubscription
-                        // starts here, or at the last event if later.
-                        self.since = Some(since);
-                        events = Some(Box::pin(s));
-                        if self.reconcile().await? {
-                            backoff.reset();
-                            self.fresh_after = now_nanos();
-                        }
-                    }
-                    Err(DockerError::Refused(m)) => return Err(usage(m)),
-                    Err(e) => {
-                        self.docker_down(&e);
-                        resubscribe_at = Instant::now() + backoff.next_delay();
+            match self.feed.subscribe(self.docker).await {
+                Ok(true) => {
+                    if self.reconcile().await? {
+                        self.feed.settled();
                     }
                 }
+                Ok(false) => {}
+                Err(DockerError::Refused(m)) => return Err(usage(m)),
+                Err(e) => self.docker_down(&e),
             }
-            if std::mem::take(&mut self.docker_failed) && events.is_some() {
-                events = None;
-                self.docker.reset();
-                resubscribe_at = Instant::now() + backoff.next_delay();
+            if std::mem::take(&mut self.docker_failed) && self.feed.is_live() {
+                self.feed.lost(self.docker);
             }
+            let live = self.feed.is_live();
+            let resubscribe_at = self.feed.resubscribe_at();
             let missing_next = self.missing.as_ref().map(|m| m.next);
             // A stopping signal the container survived: look again when
             // the drain limit is up, not only at the next resync.
@@ -129,28 +119,13 @@ impl Follower<'_> {
             tokio::select! {
                 biased;
                 _ = ctl.shutdown.cancelled() => return Ok(()),
-                ev = next_event(&mut events) => match ev {
-                    Some(Ok(msg)) => {
-                        let e = DockerEvent::from_message(&msg);
-                        if e.time_nano > 0 {
-                            self.since = Some(e.time_nano);
-                        }
+                ev = self.feed.next() => match ev {
+                    Some(e) => {
                         if e.concerns(&self.name, self.id.as_deref()) {
                             self.on_event(&e).await?;
                         }
                     }
-                    Some(Err(e)) => {
-                        warn!(error = %discovery::error_chain(&e), "Docker event stream failed; resubscribing");
-                        events = None;
-                        self.docker.reset();
-                        resubscribe_at = Instant::now() + backoff.next_delay();
-                    }
-                    None => {
-                        warn!("Docker event stream ended (daemon restarted?); resubscribing and reconciling");
-                        events = None;
-                        self.docker.reset();
-                        resubscribe_at = Instant::now() + backoff.next_delay();
-                    }
+                    None => self.feed.lost(self.docker),
                 },
                 _ = ctl.reconcile.notified() => {
                     info!("SIGHUP: reconciling now");
@@ -158,20 +133,18 @@ impl Follower<'_> {
                 }
                 _ = tick.tick() => {
                     // While the container is missing, its own schedule applies.
-                    if events.is_some() && self.missing.is_none() {
+                    if live && self.missing.is_none() {
                         debug!(container = %self.name, "safety resync");
                         self.reconcile().await?;
                     }
                 }
-                _ = tokio::time::sleep_until(drain_end.unwrap_or(resubscribe_at)),
-                    if drain_end.is_some() && events.is_some() => {
+                _ = sleep_until_opt(drain_end), if live => {
                     self.reconcile().await?;
                 }
-                _ = tokio::time::sleep_until(missing_next.unwrap_or(resubscribe_at)),
-                    if missing_next.is_some() && events.is_some() => {
+                _ = sleep_until_opt(missing_next), if live => {
                     self.reconcile().await?;
                 }
-                _ = tokio::time::sleep_until(resubscribe_at), if events.is_none() => {}
+                _ = sleep_until_opt(resubscribe_at) => {}
                 _ = watchdog.tick(), if notifier_period.is_some() => {
                     // Only a loop that is turning pings; and only while the
                     // registration task is alive to keep the lease.
@@ -184,11 +157,7 @@ impl Follower<'_> {
     }
 
     async fn on_event(&mut self, e: &DockerEvent) -> anyhow::Result<()> {
-        let mut what = meaning(&e.kind, &e.action, e.signal.as_deref());
-        if e.time_nano > 0 && e.time_nano <= self.fresh_after && what != EventMeaning::Ignore {
-            // A replay of something the last inspect already saw.
-            what = EventMeaning::Recheck;
-        }
+        let what = self.feed.meaning(e);
         match what {
             EventMeaning::Down => {
                 self.reg.withdraw();

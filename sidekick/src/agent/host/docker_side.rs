@@ -11,10 +11,7 @@ impl HostAgent {
         if id.is_empty() {
             return Ok(());
         }
-        let mut what = meaning(&e.kind, &e.action, e.signal.as_deref());
-        if e.time_nano > 0 && e.time_nano <= self.fresh_after && what != EventMeaning::Ignore {
-            what = EventMeaning::Recheck;
-        }
+        let what = self.feed.meaning(e);
         let tracked = self.tracked.contains_key(id);
         match what {
             EventMeaning::Ignore => {}

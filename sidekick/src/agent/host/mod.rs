@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use discovery::{Backoff, Client, GroupState, LeaseGroup, RegisterOptions};
+use discovery::{Client, GroupState, LeaseGroup, RegisterOptions};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
@@ -30,14 +30,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::args::Address;
-use super::decide::{ContainerView, Decision, EventMeaning, ValueFormat, decide, meaning};
+use super::decide::{ContainerView, Decision, EventMeaning, ValueFormat, decide};
 use super::docker::{DockerConn, DockerError, DockerEvent};
-use super::follow::{Events, next_event};
+use super::events::EventFeed;
 use super::labels::wanted;
 use super::notify::Notifier;
-use super::{Control, DRAIN_LIMIT, SINCE_MARGIN, now_nanos};
+use super::{Control, DRAIN_LIMIT};
 use crate::common::exit::usage;
 use crate::common::metrics::Metrics;
+use crate::common::time::sleep_until_opt;
 
 type Inspect =
     Pin<Box<dyn Future<Output = (String, u64, Result<Option<ContainerView>, DockerError>)> + Send>>;
@@ -101,12 +102,8 @@ pub(crate) struct HostAgent {
     desired: BTreeMap<String, Vec<u8>>,
     /// The lease group, from the first successful resync on.
     group: Option<LeaseGroup>,
-    /// `timeNano` of the last event, to resubscribe from.
-    since: Option<i64>,
-    /// Events at or before this time (ns) are reflected by the resync that
-    /// followed the last subscription; replayed, they only ask for an
-    /// inspect, so an old `die` cannot withdraw a container that runs again.
-    fresh_after: i64,
+    /// Docker's event stream.
+    feed: EventFeed,
     /// A request found Docker unreachable: drop the event stream too.
     docker_failed: bool,
     /// Inspects in flight, each with its container id and sequence number.
@@ -141,8 +138,7 @@ impl HostAgent {
             conflicts: HashMap::new(),
             desired: BTreeMap::new(),
             group: None,
-            since: None,
-            fresh_after: 0,
+            feed: EventFeed::new(),
             docker_failed: false,
             inflight: FuturesUnordered::new(),
             inspect_seq: HashMap::new(),
@@ -173,9 +169,6 @@ impl HostAgent {
     }
 
     async fn follow(&mut self, ctl: &Control) -> anyhow::Result<()> {
-        let mut events: Option<Events> = None;
-        let mut resubscribe_at = Instant::now();
-        let mut backoff = Backoff::for_watch();
         let resync = self.cfg.resync;
         let mut tick = tokio::time::interval_at(Instant::now() + resync, resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,37 +177,26 @@ impl HostAgent {
         let mut watchdog = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         let mut group_state: Option<watch::Receiver<GroupState>> = None;
         loop {
-            if events.is_none() && Instant::now() >= resubscribe_at {
-                let since = self
-                    .since
-                    .unwrap_or_else(|| now_nanos().saturating_sub(SINCE_MARGIN.as_nanos() as i64));
-                match self.docker.events(Some(since)).await {
-                    Ok(s) => {
-                        debug!(since, "following Docker events");
-                        self.since = Some(since);
-                        events = Some(Box::pin(s));
-                        if self.resync().await? {
-                            backoff.reset();
-                            self.fresh_after = now_nanos();
-                            if self.group.is_none() {
-                                self.start_group()?;
-                                group_state = self.group.as_ref().map(LeaseGroup::state);
-                            }
+            match self.feed.subscribe(&mut self.docker).await {
+                Ok(true) => {
+                    if self.resync().await? {
+                        self.feed.settled();
+                        if self.group.is_none() {
+                            self.start_group()?;
+                            group_state = self.group.as_ref().map(LeaseGroup::state);
                         }
                     }
-                    Err(DockerError::Refused(m)) => return Err(usage(m)),
-                    Err(e) => {
-                        self.docker_down(&e);
-                        resubscribe_at = Instant::now() + backoff.next_delay();
-                    }
                 }
+                Ok(false) => {}
+                Err(DockerError::Refused(m)) => return Err(usage(m)),
+                Err(e) => self.docker_down(&e),
             }
-            if std::mem::take(&mut self.docker_failed) && events.is_some() {
-                events = None;
-                self.docker.reset();
-                resubscribe_at = Instant::now() + backoff.next_delay();
+            if std::mem::take(&mut self.docker_failed) && self.feed.is_live() {
+                self.feed.lost(&mut self.docker);
             }
             self.report(&mut notifier, group_state.as_ref());
+            let live = self.feed.is_live();
+            let resubscribe_at = self.feed.resubscribe_at();
             let drain_end = self
                 .tracked
                 .values()
@@ -223,49 +205,12 @@ impl HostAgent {
             tokio::select! {
                 biased;
                 _ = ctl.shutdown.cancelled() => return Ok(()),
-                ev = next_event(&mut events) => match ev {
-                    Some(Ok(msg)) => {
-                        let e = DockerEvent::from_message(&msg);
-                        if e.time_nano > 0 {
-                            self.since = Some(e.time_nano);
-                        }
-                        self.on_event(&e).await?;
-                    }
-                    Some(Err(e)) => {
-                        warn!(error = %discovery::error_chain(&e), "Docker event stream failed; resubscribing");
-                        events = None;
-                        self.docker.reset();
-                        resubscribe_at = Instant::now() + backoff.next_delay();
-                    }
-                    None => {
-                        warn!("Docker event stream ended (daemon restarted?); resubscribing and resyncing");
-                        events = None;
-                        self.docker.reset();
-                        resubscribe_at = Instant::now() + backoff.next_delay();
-                    }
+                ev = self.feed.next() => match ev {
+                    Some(e) => self.on_event(&e).await?,
+                    None => self.feed.lost(&mut self.docker),
                 },
                 Some((id, seq, r)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    if self.inspect_seq.get(&id) == Some(&seq) {
-                        self.inspect_seq.remove(&id);
-                        match r {
-                            Ok(view) => {
-                                self.apply(&id, view);
-                                if let Some(fp) = self.resync_fp.remove(&id) {
-                                    if let Some(t) = self.tracked.get_mut(&id) {
-                                        t.fingerprint = fp;
-                                    } else if let Some(f) = self.ignored.get_mut(&id) {
-                                        *f = fp;
-                                    }
-                                }
-                            }
-                            Err(DockerError::Refused(m)) => return Err(usage(m)),
-                            Err(e) => {
-                                self.docker.reset();
-                                self.docker_down(&e);
-                            }
-                        }
-                        self.publish();
-                    }
+                    self.inspected(id, seq, r)?;
                 }
                 r = changed(&mut group_state) => {
                     if !r {
@@ -277,27 +222,13 @@ impl HostAgent {
                     self.resync().await?;
                 }
                 _ = tick.tick() => {
-                    if events.is_some() {
+                    if live {
                         debug!("safety resync");
                         self.resync().await?;
                     }
                 }
-                _ = tokio::time::sleep_until(drain_end.unwrap_or(resubscribe_at)),
-                    if drain_end.is_some() && events.is_some() => {
-                    let due: Vec<String> = self
-                        .tracked
-                        .iter()
-                        .filter(|(_, t)| t.draining.as_ref().is_some_and(|(_, at)| at.elapsed() >= DRAIN_LIMIT))
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for id in due {
-                        if let Some(t) = self.tracked.get_mut(&id) {
-                            t.draining = None;
-                        }
-                        self.inspect_soon(&id).await?;
-                    }
-                }
-                _ = tokio::time::sleep_until(resubscribe_at), if events.is_none() => {}
+                _ = sleep_until_opt(drain_end), if live => self.drained().await?,
+                _ = sleep_until_opt(resubscribe_at) => {}
                 _ = watchdog.tick(), if period.is_some() => {
                     if group_state.as_ref().is_none_or(|s| !s.borrow().stopped) {
                         notifier.watchdog();
@@ -305,6 +236,60 @@ impl HostAgent {
                 }
             }
         }
+    }
+
+    /// An inspect came back: apply it unless a newer one was asked for.
+    fn inspected(
+        &mut self,
+        id: String,
+        seq: u64,
+        r: Result<Option<ContainerView>, DockerError>,
+    ) -> anyhow::Result<()> {
+        if self.inspect_seq.get(&id) != Some(&seq) {
+            return Ok(());
+        }
+        self.inspect_seq.remove(&id);
+        match r {
+            Ok(view) => {
+                self.apply(&id, view);
+                if let Some(fp) = self.resync_fp.remove(&id) {
+                    if let Some(t) = self.tracked.get_mut(&id) {
+                        t.fingerprint = fp;
+                    } else if let Some(f) = self.ignored.get_mut(&id) {
+                        *f = fp;
+                    }
+                }
+            }
+            Err(DockerError::Refused(m)) => return Err(usage(m)),
+            Err(e) => {
+                self.docker.reset();
+                self.docker_down(&e);
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// The drain limit is up for containers that survived a stopping
+    /// signal: look at them again.
+    async fn drained(&mut self) -> anyhow::Result<()> {
+        let due: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| {
+                t.draining
+                    .as_ref()
+                    .is_some_and(|(_, at)| at.elapsed() >= DRAIN_LIMIT)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.draining = None;
+            }
+            self.inspect_soon(&id).await?;
+        }
+        Ok(())
     }
 
     fn start_group(&mut self) -> anyhow::Result<()> {

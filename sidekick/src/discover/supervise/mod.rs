@@ -22,11 +22,14 @@
 //! - `machine.rs`: the state machine, `Supervisor`:
 //!   every decision, and no system call (unit-tested on tokio's paused
 //!   clock in `tests.rs`);
+//! - `state.rs`: what it can be in: the child's states (`Child`), a
+//!   restart waiting for a burst to end (`Pending`), and `Flow`;
 //! - `os.rs`: the system side behind the `ChildOs` trait: spawn, `killpg`,
 //!   the snapshot file, and the reaper.
 
 mod machine;
 mod os;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -39,12 +42,13 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::debug;
 
 use crate::common::metrics::Metrics;
 use crate::common::signals::ExecSignals;
-use machine::{Flow, Supervisor};
+use crate::common::time::sleep_until_opt;
+use machine::Supervisor;
+use state::Flow;
 
 /// How to run and restart the child.
 #[derive(Debug, Clone)]
@@ -153,18 +157,11 @@ pub async fn supervise(
                     Flow::Continue
                 }
             },
-            _ = sleep_opt(sup.next_deadline()) => sup.on_timer(),
+            _ = sleep_until_opt(sup.next_deadline()) => sup.on_timer(),
             sig = signals.recv() => sup.on_signal(sig),
         };
         if let Flow::Done(result) = flow {
             return result;
         }
-    }
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
