@@ -197,6 +197,32 @@ pub struct Plan {
 impl Args {
     /// Check everything that can be checked before touching etcd or Docker.
     pub fn plan(&self) -> anyhow::Result<Plan> {
+        let register = self.register_options()?;
+        let address = self.address()?;
+        let mode = match (&self.key, &self.container, &self.ip, self.all) {
+            (_, None, None, true) => self.host_mode(address)?,
+            (Some(key), Some(c), None, false) => {
+                check_key(key)?;
+                Mode::Container {
+                    key: key.clone(),
+                    name: check_container(c)?,
+                    address,
+                    require_healthy: self.require_healthy,
+                }
+            }
+            (Some(key), None, Some(ip), false) => self.static_mode(key, ip)?,
+            // clap's group and `required_unless_present` rule these out.
+            _ => return Err(usage("give exactly one of --container, --ip and --all")),
+        };
+        Ok(Plan {
+            mode,
+            register,
+            resync: self.resync,
+        })
+    }
+
+    /// `--ttl` and `--interval`.
+    fn register_options(&self) -> anyhow::Result<RegisterOptions> {
         // The TTL alone first: an error then is --ttl's, and one that only
         // the interval brings is --interval's (no reading of the message).
         let mut register = RegisterOptions::new(self.ttl);
@@ -209,6 +235,11 @@ impl Args {
                 .validate()
                 .map_err(|e| usage(format!("--interval: {e}")))?;
         }
+        Ok(register)
+    }
+
+    /// `--address`, `--host-ip` and `--network`.
+    fn address(&self) -> anyhow::Result<Address> {
         if let Some(n) = &self.network {
             if n.trim().is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(usage(format!(
@@ -216,112 +247,85 @@ impl Args {
                 )));
             }
         }
-        let address = match (self.address, self.host_ip) {
-            (AddressMode::Ip, None) => Address::Container {
+        match (self.address, self.host_ip) {
+            (AddressMode::Ip, None) => Ok(Address::Container {
                 network: self.network.clone(),
-            },
-            (AddressMode::Ip, Some(_)) => {
-                return Err(usage(
-                    "--host-ip applies to --address published; add it, or drop --host-ip",
-                ));
+            }),
+            (AddressMode::Ip, Some(_)) => Err(usage(
+                "--host-ip applies to --address published; add it, or drop --host-ip",
+            )),
+            (AddressMode::Published, None) => Err(usage(
+                "--address published needs --host-ip ADDR: the host address other hosts reach the published port by",
+            )),
+            (AddressMode::Published, Some(ip)) if ip.is_unspecified() => Err(usage(format!(
+                "--host-ip: {ip} is the unspecified address; give the address other hosts connect to"
+            ))),
+            (AddressMode::Published, Some(_)) if self.network.is_some() => Err(usage(
+                "--network applies to --address ip; a published port is reached through --host-ip",
+            )),
+            (AddressMode::Published, Some(_)) if self.port.is_none() && !self.all => Err(usage(
+                "--address published needs --port: the container port whose host binding to register",
+            )),
+            (AddressMode::Published, Some(host_ip)) => Ok(Address::Published { host_ip }),
+        }
+    }
+
+    /// `--all`: every labelled container.
+    fn host_mode(&self, address: Address) -> anyhow::Result<Mode> {
+        discovery::Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
+        if self.port.is_some() || self.json_value || self.require_healthy {
+            return Err(usage(
+                "--port, --json-value and --require-healthy apply to one container; with --all use the labels discovery.port, discovery.value and discovery.require-healthy",
+            ));
+        }
+        let only = match self.only_label.as_deref().map(str::trim) {
+            None => None,
+            Some("") => {
+                return Err(usage("--only-label: give a label key, or KEY=VALUE"));
             }
-            (AddressMode::Published, None) => {
-                return Err(usage(
-                    "--address published needs --host-ip ADDR: the host address other hosts reach the published port by",
-                ));
-            }
-            (AddressMode::Published, Some(ip)) if ip.is_unspecified() => {
-                return Err(usage(format!(
-                    "--host-ip: {ip} is the unspecified address; give the address other hosts connect to"
-                )));
-            }
-            (AddressMode::Published, Some(host_ip)) => {
-                if self.network.is_some() {
-                    return Err(usage(
-                        "--network applies to --address ip; a published port is reached through --host-ip",
-                    ));
-                }
-                if self.port.is_none() && !self.all {
-                    return Err(usage(
-                        "--address published needs --port: the container port whose host binding to register",
-                    ));
-                }
-                Address::Published { host_ip }
-            }
+            Some(l) => Some(match l.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (l.to_owned(), None),
+            }),
         };
-        let mode = match (&self.key, &self.container, &self.ip, self.all) {
-            (_, None, None, true) => {
-                discovery::Prefix::new(&self.prefix)
-                    .map_err(|e| usage(format!("--prefix: {e}")))?;
-                if self.port.is_some() || self.json_value || self.require_healthy {
-                    return Err(usage(
-                        "--port, --json-value and --require-healthy apply to one container; with --all use the labels discovery.port, discovery.value and discovery.require-healthy",
-                    ));
-                }
-                let only = match self.only_label.as_deref().map(str::trim) {
-                    None => None,
-                    Some("") => {
-                        return Err(usage("--only-label: give a label key, or KEY=VALUE"));
-                    }
-                    Some(l) => Some(match l.split_once('=') {
-                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
-                        None => (l.to_owned(), None),
-                    }),
-                };
-                Mode::Host {
-                    prefix: self.prefix.trim_end_matches('/').to_owned(),
-                    address,
-                    only,
-                }
-            }
-            (Some(key), Some(c), None, false) => {
-                check_key(key)?;
-                Mode::Container {
-                    key: key.clone(),
-                    name: check_container(c)?,
-                    address,
-                    require_healthy: self.require_healthy,
-                }
-            }
-            (Some(key), None, Some(ip), false) => {
-                check_key(key)?;
-                let ip: IpAddr = ip.trim().parse().map_err(|_| {
-                    usage(format!(
-                        "--ip: {ip:?} is not an IPv4 or IPv6 address (such as 10.1.0.7)"
-                    ))
-                })?;
-                if ip.is_unspecified() {
-                    return Err(usage(format!(
-                        "--ip: {ip} is the unspecified address; register the address consumers should connect to"
-                    )));
-                }
-                if self.network.is_some() {
-                    return Err(usage(
-                        "--network applies to --container; with --ip there is no Docker network",
-                    ));
-                }
-                if self.require_healthy {
-                    return Err(usage(
-                        "--require-healthy needs --container: Docker reports health, and --ip has no container",
-                    ));
-                }
-                if self.address == AddressMode::Published {
-                    return Err(usage(
-                        "--address published needs --container or --all: the port binding comes from Docker",
-                    ));
-                }
-                Mode::Static {
-                    key: key.clone(),
-                    ip,
-                }
-            }
-            // clap's group and `required_unless_present` rule these out.
-            _ => return Err(usage("give exactly one of --container, --ip and --all")),
-        };
-        Ok(Plan {
-            mode,
-            register,
-            resync: self.resync,
+        Ok(Mode::Host {
+            prefix: self.prefix.trim_end_matches('/').to_owned(),
+            address,
+            only,
+        })
+    }
+
+    /// `--ip`: a fixed address, no Docker.
+    fn static_mode(&self, key: &str, ip: &str) -> anyhow::Result<Mode> {
+        check_key(key)?;
+        let ip: IpAddr = ip.trim().parse().map_err(|_| {
+            usage(format!(
+                "--ip: {ip:?} is not an IPv4 or IPv6 address (such as 10.1.0.7)"
+            ))
+        })?;
+        if ip.is_unspecified() {
+            return Err(usage(format!(
+                "--ip: {ip} is the unspecified address; register the address consumers should connect to"
+            )));
+        }
+        if self.network.is_some() {
+            return Err(usage(
+                "--network applies to --container; with --ip there is no Docker network",
+            ));
+        }
+        if self.require_healthy {
+            return Err(usage(
+                "--require-healthy needs --container: Docker reports health, and --ip has no container",
+            ));
+        }
+        if self.address == AddressMode::Published {
+            return Err(usage(
+                "--address published needs --container or --all: the port binding comes from Docker",
+            ));
+        }
+        Ok(Mode::Static {
+            key: key.to_owned(),
+            ip,
         })
     }
 }

@@ -3,9 +3,14 @@
 //! Three shapes, one per [`Mode`]:
 //! * `--container`: follow one container, as the chapter's units do
 //!   (`follow.rs`); one key, one lease.
-//! * `--all`: one agent per host (`host.rs`), every container that opts in
+//! * `--all`: one agent per host (`host/`), every container that opts in
 //!   with labels ([`labels`]); all keys under one lease.
 //! * `--ip`: keep a fixed address (no Docker).
+//!
+//! Both Docker loops follow events through `events.rs` (subscribe from the
+//! last event, give up and resubscribe with backoff, tell replays from news)
+//! and decide with [`decide`]; this file turns the flags into the work to do
+//! and keeps (and at the end revokes) a single key.
 //!
 //! Decisions:
 //! * Docker's event stream is the source of truth while it is up. A
@@ -25,6 +30,7 @@
 pub mod args;
 pub mod decide;
 pub mod docker;
+mod events;
 mod follow;
 mod host;
 pub mod labels;
@@ -92,22 +98,76 @@ pub struct Control {
 /// The plan with what it needs to run: a Docker connection exactly for
 /// the modes that follow Docker.
 enum Work {
-    Static {
-        key: String,
-        ip: std::net::IpAddr,
-    },
-    Container {
-        key: String,
-        name: String,
-        rules: Rules,
-        docker: DockerConn,
-    },
+    /// One key under its own lease.
+    One { key: String, source: Source },
+    /// `--all`: every labelled container, under one host lease.
     Host {
         prefix: String,
         address: Address,
         only: Option<(String, Option<String>)>,
         docker: DockerConn,
     },
+}
+
+/// Where a single key's address comes from.
+enum Source {
+    /// `--ip`: a fixed address.
+    Static(std::net::IpAddr),
+    /// `--container`: one container, followed through Docker.
+    Container {
+        name: String,
+        rules: Rules,
+        docker: Box<DockerConn>,
+    },
+}
+
+impl Work {
+    /// Docker's address is checked here, before etcd is tried: a bad
+    /// DOCKER_HOST is a usage error, whatever etcd's state.
+    fn new(mode: Mode, port: Option<u16>) -> anyhow::Result<Self> {
+        Ok(match mode {
+            Mode::Static { key, ip } => Work::One {
+                key,
+                source: Source::Static(ip),
+            },
+            Mode::Container {
+                key,
+                name,
+                address,
+                require_healthy,
+            } => Work::One {
+                key,
+                source: Source::Container {
+                    name,
+                    rules: Rules {
+                        address,
+                        port,
+                        require_healthy,
+                    },
+                    docker: Box::new(DockerConn::from_env()?),
+                },
+            },
+            Mode::Host {
+                prefix,
+                address,
+                only,
+            } => Work::Host {
+                prefix,
+                address,
+                only,
+                docker: DockerConn::from_env()?,
+            },
+        })
+    }
+}
+
+/// What keeping one key needs besides its source.
+struct One<'a> {
+    format: ValueFormat,
+    port: Option<u16>,
+    resync: Duration,
+    metrics: &'a Arc<Metrics>,
+    ctl: &'a Control,
 }
 
 /// Run until `ctl.shutdown` (then revoke and return `Ok`), or until a
@@ -119,36 +179,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let connect = args.etcd.connect_options(user_source)?;
-    // Docker's address is checked before etcd is tried: a bad DOCKER_HOST
-    // is a usage error, whatever etcd's state.
-    let work = match plan.mode {
-        Mode::Static { key, ip } => Work::Static { key, ip },
-        Mode::Container {
-            key,
-            name,
-            address,
-            require_healthy,
-        } => Work::Container {
-            key,
-            name,
-            rules: Rules {
-                address,
-                port: args.port,
-                require_healthy,
-            },
-            docker: DockerConn::from_env()?,
-        },
-        Mode::Host {
-            prefix,
-            address,
-            only,
-        } => Work::Host {
-            prefix,
-            address,
-            only,
-            docker: DockerConn::from_env()?,
-        },
-    };
+    let work = Work::new(plan.mode, args.port)?;
     let metrics = Arc::new(Metrics::with_prefix("sidekick"));
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, metrics.clone(), ctl.shutdown.clone())
@@ -170,89 +201,88 @@ pub async fn run(
         r = notify::connect(&connect) => r.context("cannot use etcd")?,
         _ = ctl.shutdown.cancelled() => return Ok(()),
     };
-    let (key, reg, outcome) = match work {
+    match work {
         Work::Host {
             prefix,
             address,
             only,
             docker,
         } => {
-            let host = host::HostAgent::new(
-                client,
-                docker,
-                host::HostConfig {
-                    prefix,
-                    address,
-                    only,
-                    register: plan.register,
-                    resync: plan.resync,
-                    hostname: format.host,
-                },
-                metrics,
-            );
-            return host.run(&ctl).await;
+            let config = host::HostConfig {
+                prefix,
+                address,
+                only,
+                register: plan.register,
+                resync: plan.resync,
+                hostname: format.host,
+            };
+            host::HostAgent::new(client, docker, config, metrics)
+                .run(&ctl)
+                .await
         }
-        Work::Static { key, ip } => {
+        Work::One { key, source } => {
             let reg = client.registration(&key, plan.register.clone())?;
-            let (seen_tx, seen_rx) = watch::channel(Seen::Unknown);
-            let reporter = spawn_reporter(&reg, seen_rx, &metrics, &ctl);
-            let value = format.render(&ip.to_string(), args.port, None);
+            let one = One {
+                format,
+                port: args.port,
+                resync: plan.resync,
+                metrics: &metrics,
+                ctl: &ctl,
+            };
+            let outcome = keep_one(&reg, source, one).await;
+            // Graceful stop (or a configuration error): revoke, so the key
+            // goes now.
+            deregister(reg, plan.register.ttl()).await;
+            outcome
+        }
+    }
+}
+
+/// Keep one key until shutdown or a refusal.
+async fn keep_one(reg: &Registration, source: Source, one: One<'_>) -> anyhow::Result<()> {
+    let (seen_tx, seen_rx) = watch::channel(Seen::Unknown);
+    let reporter = spawn_reporter(reg, seen_rx, one.metrics, one.ctl);
+    let outcome = match source {
+        Source::Static(ip) => {
+            let value = one.format.render(&ip.to_string(), one.port, None);
             reg.set_value(value.clone());
             seen_tx.send_replace(Seen::Up(value));
-            let outcome = tokio::select! {
-                r = watch_refusal(&reg, &ctl.shutdown) => r,
-                () = static_watchdog(&reg) => Ok(()),
-            };
-            reporter.abort();
-            (key, reg, outcome)
+            tokio::select! {
+                r = watch_refusal(reg, &one.ctl.shutdown) => r,
+                () = static_watchdog(reg) => Ok(()),
+            }
         }
-        Work::Container {
-            key,
+        Source::Container {
             name,
             rules,
             mut docker,
         } => {
-            let reg = client.registration(&key, plan.register.clone())?;
-            let (seen_tx, seen_rx) = watch::channel(Seen::Unknown);
-            let reporter = spawn_reporter(&reg, seen_rx, &metrics, &ctl);
-            let follower = Follower {
-                name,
-                docker: &mut docker,
-                rules,
-                format,
-                reg: &reg,
-                seen: seen_tx,
-                id: None,
-                draining: None,
-                since: None,
-                fresh_after: 0,
-                docker_failed: false,
-                missing: None,
-                last_started: String::new(),
-                network: None,
-            };
-            let outcome = tokio::select! {
-                r = follower.run(plan.resync, &ctl) => r,
-                r = watch_refusal(&reg, &ctl.shutdown) => r,
-            };
-            reporter.abort();
-            (key, reg, outcome)
+            let follower = Follower::new(name, &mut docker, rules, one.format, reg, seen_tx);
+            tokio::select! {
+                r = follower.run(one.resync, one.ctl) => r,
+                r = watch_refusal(reg, &one.ctl.shutdown) => r,
+            }
         }
     };
+    reporter.abort();
+    outcome
+}
 
-    // Graceful stop (or a configuration error): revoke, so the key goes now.
+/// Revoke the lease, waiting at most [`REVOKE_LIMIT`]: past it the key
+/// expires with its lease.
+async fn deregister(reg: Registration, ttl: Duration) {
     Notifier::new().stopping();
     let t = Instant::now();
+    let key = reg.key().to_owned();
     match tokio::time::timeout(REVOKE_LIMIT, reg.deregister()).await {
         Ok(_) => info!(%key, took = ?t.elapsed(), "deregistered; exiting"),
         Err(_) => warn!(
             %key,
             waited = ?REVOKE_LIMIT,
-            ttl = ?plan.register.ttl(),
+            ?ttl,
             "etcd did not confirm the revoke in time; exiting, and the key expires with its lease"
         ),
     }
-    outcome
 }
 
 fn spawn_reporter(
