@@ -1,7 +1,7 @@
 //! The supervisor's decisions as a state machine: one [`Child`] state at a
-//! time, changed only by the `on_*` methods, which the event loop calls
-//! (and the unit tests, on tokio's paused clock). Nothing here makes a
-//! system call; that is [`ChildOs`]'s job.
+//! time (the states are in `state.rs`), changed only by the `on_*` methods,
+//! which the event loop calls (and the unit tests, on tokio's paused
+//! clock). Nothing here makes a system call; that is [`ChildOs`]'s job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::os::ChildOs;
+use super::state::{Child, Flow, Pending, Then};
 use super::{ChildInput, ExecOptions, Feed};
 use crate::common::metrics::Metrics;
 use crate::common::signals::ExecSignals;
@@ -20,78 +21,6 @@ use crate::common::signals::ExecSignals;
 /// A child that ran at least this long before exiting by itself resets the
 /// `--restart-child` backoff; one that dies sooner waits longer each time.
 pub(super) const HEALTHY_RUN: Duration = Duration::from_secs(10);
-
-/// What the event loop does after an event.
-#[derive(Debug)]
-pub(super) enum Flow {
-    /// Keep going.
-    Continue,
-    /// discover is done: the child's exit code, or why discover failed.
-    Done(anyhow::Result<i32>),
-}
-
-/// What happens once a child we are stopping has exited.
-#[derive(Debug)]
-enum Then {
-    /// Start it again with the newest input (a restart).
-    Restart,
-    /// Exit: with the child's code (`None`), or with this error.
-    Exit(Option<anyhow::Error>),
-}
-
-/// A burst of changes that calls for a restart, not acted on yet.
-#[derive(Debug)]
-struct Pending {
-    /// The burst's first change: `--wait` MAX counts from here, so a
-    /// steady trickle of changes cannot put the restart off for ever.
-    first: Instant,
-    /// The latest change: `--wait` MIN counts from here.
-    last: Instant,
-    /// The `--splay` delay, drawn once per burst so that each change does
-    /// not move the restart again.
-    splay: Duration,
-    /// The first few changes, for the log line that says why.
-    reasons: Vec<String>,
-}
-
-/// Where the child is. One value at a time, so "stopping, yet no child"
-/// or "waiting to respawn while one runs" cannot be written down.
-#[derive(Debug)]
-enum Child {
-    /// A child runs.
-    Running {
-        /// Its pid, which is also its process group's id.
-        pid: Pid,
-        /// What it was started (or last reloaded) with: a restart is due
-        /// only if the newest input differs from this.
-        given: ChildInput,
-        /// When it started, to tell a healthy run from a crash loop.
-        started: Instant,
-        /// A restart that waits for the burst to end (`--wait`, `--splay`).
-        /// Only a running child has one: any other state starts the next
-        /// child with the newest input anyway.
-        pending: Option<Pending>,
-    },
-    /// We sent the child a signal to stop and wait for it to exit.
-    Stopping {
-        /// Its pid (and process group).
-        pid: Pid,
-        /// The signal it was sent, for the log.
-        signal: Signal,
-        /// When to send SIGKILL (`--kill-timeout`); `None` once it was sent.
-        kill_at: Option<Instant>,
-        /// What to do once it has exited.
-        then: Then,
-    },
-    /// The child exited by itself and `--restart-child` starts another one
-    /// at `at`, after the backoff.
-    WaitingToRespawn {
-        /// When to start it.
-        at: Instant,
-    },
-    /// The child has exited and discover is on its way out.
-    Done,
-}
 
 /// The `--exec` supervisor: the child's state, and everything needed to
 /// decide what comes next.

@@ -12,8 +12,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::machine::{Flow, HEALTHY_RUN, Supervisor};
+use super::machine::{HEALTHY_RUN, Supervisor};
 use super::os::ChildOs;
+use super::state::Flow;
 use super::{ChildInput, ExecOptions, Feed, Wait};
 use crate::common::metrics::Metrics;
 
