@@ -304,7 +304,11 @@ fn render_row(r: &Render) -> String {
         num(r.ours.p99),
         num(r.floor.p50),
         num(r.floor.p99),
-        if r.ours.p50 >= r.floor.p50 { "+" } else { "−" },
+        if r.ours.p50 >= r.floor.p50 {
+            "+"
+        } else {
+            "−"
+        },
         num((r.ours.p50 - r.floor.p50).abs())
     )
 }
