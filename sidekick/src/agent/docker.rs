@@ -294,46 +294,79 @@ impl DockerConn {
 
 impl Diagnosis {
     /// Sort a failure into "retry" and "fix the configuration" (exit 2).
+    ///
+    /// The connection's own failures are read from the error's types
+    /// (an `io::Error` of kind `PermissionDenied`, a `rustls::Error`), not
+    /// its text. Only the daemon's HTTP 400 answers are read as text: that
+    /// text is all the daemon says.
     fn classify(&self, e: BollardError) -> DockerError {
         let host = &self.host;
         let text = discovery::error_chain(&e);
-        let lower = text.to_lowercase();
-        if lower.contains("permission denied") {
+        let cause = Cause::of(&e);
+        if cause.permission_denied {
             return DockerError::Refused(format!(
                 "Docker at {host} refused us: {text} (run sidekick as root or as a member of the docker group)"
             ));
         }
-        // Go's HTTPS server answers a plain-HTTP request with this 400.
-        if lower.contains("http request to an https server") {
-            return DockerError::Refused(format!(
-                "Docker at {host} speaks TLS: {} (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem)",
-                text.trim_end()
-            ));
-        }
-        if let Some(tls_dir) = &self.tls_dir {
+        if let Some(tls_dir) = self.tls_dir.as_ref().filter(|_| cause.tls) {
             // A certificate the daemon or we reject does not heal by retrying.
-            if ["certificate", "handshake", "alert", "tls"]
-                .iter()
-                .any(|w| lower.contains(w))
-            {
-                return DockerError::Refused(format!(
-                    "Docker at {host}: the TLS connection was refused: {text} (DOCKER_CERT_PATH={}: ca.pem must be the CA that signed the daemon's certificate, and cert.pem and key.pem a client certificate the daemon trusts)",
-                    tls_dir.display()
-                ));
-            }
+            return DockerError::Refused(format!(
+                "Docker at {host}: the TLS connection was refused: {text} (DOCKER_CERT_PATH={}: ca.pem must be the CA that signed the daemon's certificate, and cert.pem and key.pem a client certificate the daemon trusts)",
+                tls_dir.display()
+            ));
         }
         if let BollardError::DockerResponseServerError {
             status_code: 400,
             message,
         } = &e
         {
-            if self.fixed_version && message.to_lowercase().contains("version") {
+            let message = message.to_lowercase();
+            // Go's HTTPS server answers a plain-HTTP request with this 400.
+            if message.contains("http request to an https server") {
                 return DockerError::Refused(format!(
-                    "Docker at {host} refuses the API version DOCKER_API_VERSION asks for: {message} (unset DOCKER_API_VERSION to negotiate one)"
+                    "Docker at {host} speaks TLS: {} (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem)",
+                    text.trim_end()
+                ));
+            }
+            if self.fixed_version && message.contains("version") {
+                return DockerError::Refused(format!(
+                    "Docker at {host} refuses the API version DOCKER_API_VERSION asks for: {text} (unset DOCKER_API_VERSION to negotiate one)"
                 ));
             }
         }
         DockerError::Unreachable(format!("Docker at {host} is unreachable: {text}"))
+    }
+}
+
+/// What a failure's chain of causes holds, by type.
+#[derive(Debug, Default)]
+struct Cause {
+    /// The socket refused us (`EACCES`).
+    permission_denied: bool,
+    /// TLS failed: a certificate rejected by us or by the daemon.
+    tls: bool,
+}
+
+impl Cause {
+    fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Cause::default();
+        let mut next = Some(e);
+        while let Some(err) = next {
+            cause.tls |= err.is::<tokio_rustls::rustls::Error>();
+            next = match err.downcast_ref::<std::io::Error>() {
+                Some(io) => {
+                    cause.permission_denied |= io.kind() == std::io::ErrorKind::PermissionDenied;
+                    // An io::Error's `source` skips the error it wraps
+                    // (rustls' among them): step into it instead.
+                    match io.get_ref() {
+                        Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                        None => err.source(),
+                    }
+                }
+                None => err.source(),
+            };
+        }
+        cause
     }
 }
 
