@@ -25,6 +25,11 @@ pub const TEST_IMAGE: (&str, &str) = (
 pub const FLANNEL_NETWORK: &str = "discovery-test-flannel";
 /// Its subnet.
 pub const FLANNEL_SUBNET: &str = "10.1.0.0/16";
+/// The part of it Docker allocates from: the lower half, so that the
+/// addresses tests pin (10.1.200.0 and up, see [`move_stopped_container`])
+/// are never handed out, whether Docker allocates lowest-free-first or
+/// serially.
+pub const FLANNEL_DYNAMIC: &str = "10.1.0.0/17";
 
 /// The label every test container and network carries, so `make test`
 /// can sweep leftovers of a killed run.
@@ -81,15 +86,35 @@ impl Docker {
             .unwrap_or_else(|e| panic!("test image {tag} missing after build: {e}"));
     }
 
-    /// Create the flannel-like network unless it exists.
+    /// Create the flannel-like network unless it exists (serialised across
+    /// test processes). A network left by an older checkout, without
+    /// [`FLANNEL_DYNAMIC`], is replaced if no container uses it.
     pub async fn ensure_flannel_network(&self) {
-        if self
-            .api
-            .inspect_network(FLANNEL_NETWORK, None)
-            .await
-            .is_ok()
-        {
-            return;
+        let _guard = tokio::task::spawn_blocking(|| {
+            let path = std::env::temp_dir().join("discovery-test-network.lock");
+            let file = std::fs::File::create(&path).expect("lock file");
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .expect("lock the network set-up")
+        })
+        .await
+        .expect("lock task");
+        if let Ok(n) = self.api.inspect_network(FLANNEL_NETWORK, None).await {
+            let ranged = n
+                .ipam
+                .and_then(|i| i.config)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.ip_range.as_deref() == Some(FLANNEL_DYNAMIC));
+            if ranged {
+                return;
+            }
+            if let Err(e) = self.api.remove_network(FLANNEL_NETWORK).await {
+                eprintln!(
+                    "{FLANNEL_NETWORK} has no ip_range {FLANNEL_DYNAMIC} and cannot be replaced ({e}); pinned addresses may collide with allocated ones"
+                );
+                return;
+            }
         }
         let req = bollard::models::NetworkCreateRequest {
             name: FLANNEL_NETWORK.into(),
@@ -97,6 +122,7 @@ impl Docker {
             ipam: Some(bollard::models::Ipam {
                 config: Some(vec![bollard::models::IpamConfig {
                     subnet: Some(FLANNEL_SUBNET.into()),
+                    ip_range: Some(FLANNEL_DYNAMIC.into()),
                     gateway: Some("10.1.0.1".into()),
                     ..Default::default()
                 }]),
@@ -495,9 +521,8 @@ pub fn docker_cli(args: &[&str]) -> String {
 /// Give the stopped container `name` another address on `network` (a
 /// user-defined subnet such as [`FLANNEL_NETWORK`]): it is disconnected and
 /// connected again with a random address in `10.1.200.0`-`10.1.249.255`,
-/// which dynamic allocation (lowest free address first) never reaches with
-/// the few dozen containers a run holds. Returns the new address, which the
-/// container has once it starts.
+/// outside the range Docker allocates from ([`FLANNEL_DYNAMIC`]). Returns
+/// the new address, which the container has once it starts.
 ///
 /// Tests used to squat the freed address with another container instead;
 /// on a busy run another test's container could take it first ("Address
