@@ -30,8 +30,8 @@ use tonic::transport::{Channel, Endpoint};
 pub(crate) struct Settings {
     pub(crate) dial_timeout: Duration,
     pub(crate) request_timeout: Duration,
-    pub(crate) keep_alive_interval: Duration,
-    pub(crate) keep_alive_timeout: Duration,
+    /// HTTP/2 pings (interval, timeout), if asked for.
+    pub(crate) keep_alive: Option<(Duration, Duration)>,
     /// A client certificate chain and key, PEM.
     pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -128,13 +128,16 @@ pub(crate) fn channel(url: &str, s: &Settings) -> Result<Channel, etcd_client::E
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| invalid(format!("{host} is not a host name: {e}")))?;
     let host = host.to_owned();
-    let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+    let mut endpoint = Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(s.dial_timeout)
-        .timeout(s.request_timeout)
-        .http2_keep_alive_interval(s.keep_alive_interval)
-        .keep_alive_timeout(s.keep_alive_timeout)
-        .keep_alive_while_idle(false);
+        .timeout(s.request_timeout);
+    if let Some((interval, timeout)) = s.keep_alive {
+        endpoint = endpoint
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(false);
+    }
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
             let (connector, name, host) = (connector.clone(), name.clone(), host.clone());

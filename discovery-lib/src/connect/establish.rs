@@ -80,14 +80,17 @@ impl ConnectOptions {
         let mut o = etcd_client::ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_timeout(self.request_timeout)
-            .with_keep_alive(self.keep_alive_interval, self.keep_alive_timeout)
-            // Pings only while a stream is open: etcd counts idle pings
-            // against the client and answers too many with GOAWAY.
-            .with_keep_alive_while_idle(false)
             // A member that lost its leader refuses the request (and cancels
             // watches) instead of serving stale data; we then move on.
             .with_require_leader(true)
             .with_auto_token_refresh(true);
+        if let Some((interval, timeout)) = self.keep_alive {
+            o = o
+                .with_keep_alive(interval, timeout)
+                // Pings only while a stream is open: etcd counts idle pings
+                // against the client and answers too many with GOAWAY.
+                .with_keep_alive_while_idle(false);
+        }
         if let (Some(user), Some(pw)) = (&self.user, &self.password) {
             o = o.with_user(user.clone(), pw.expose().to_owned());
         }
@@ -135,8 +138,7 @@ impl ConnectOptions {
                 Some(crate::insecure::Settings {
                     dial_timeout: self.dial_timeout,
                     request_timeout: self.request_timeout,
-                    keep_alive_interval: self.keep_alive_interval,
-                    keep_alive_timeout: self.keep_alive_timeout,
+                    keep_alive: self.keep_alive,
                     identity,
                 })
             }

@@ -125,8 +125,9 @@ pub struct ConnectOptions {
     password: Option<Password>,
     dial_timeout: Duration,
     request_timeout: Duration,
-    keep_alive_interval: Duration,
-    keep_alive_timeout: Duration,
+    /// HTTP/2 pings (interval, timeout): off unless asked for, see
+    /// [`ConnectOptions::with_keep_alive`].
+    keep_alive: Option<(Duration, Duration)>,
     insecure_skip_tls_verify: bool,
 }
 
@@ -151,10 +152,7 @@ impl ConnectOptions {
             password: None,
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
-            // etcd's server refuses pings more often than every 5 s
-            // (--grpc-keepalive-min-time); stay at that floor.
-            keep_alive_interval: Duration::from_secs(5),
-            keep_alive_timeout: Duration::from_secs(3),
+            keep_alive: None,
             insecure_skip_tls_verify: false,
         }
     }
@@ -297,12 +295,19 @@ impl ConnectOptions {
         self
     }
 
-    /// HTTP/2 keep-alive: ping after `interval` without traffic, drop the
-    /// connection if no answer comes within `timeout`. etcd refuses pings
-    /// more frequent than its `--grpc-keepalive-min-time` (5 s by default).
+    /// HTTP/2 keep-alive: while a stream is open, ping after `interval`
+    /// without traffic, and drop the connection if no answer comes within
+    /// `timeout`. etcd refuses pings more frequent than its
+    /// `--grpc-keepalive-min-time` (5 s by default).
+    ///
+    /// Off by default: every stream this library opens already proves its
+    /// member alive on its own (a lease keep-alive must be answered within
+    /// half an interval, an idle watch asks for a progress report, every
+    /// request has a deadline), and each failure moves to another member.
+    /// The pings only added cost: measured, about 40 % of an idle
+    /// sidekick's CPU (0.9 ms a minute beside 1.4 ms, `make bench` P4).
     pub const fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.keep_alive_interval = interval;
-        self.keep_alive_timeout = timeout;
+        self.keep_alive = Some((interval, timeout));
         self
     }
 

@@ -56,10 +56,13 @@ impl Actor {
     }
 
     /// Close the keep-alive stream after it failed; the next one goes to
-    /// another member.
+    /// another member. The key watch is reopened too: it has no liveness
+    /// probe of its own (it is quiet by design), and a member that stopped
+    /// answering keep-alives may hold it as well.
     pub(super) fn drop_keeper(&mut self, why: &str) {
         if let Some(k) = self.keeper.take() {
             k.retire(&self.client, why);
+            self.key_watch = None;
         }
     }
 
