@@ -19,15 +19,41 @@ pub fn free_port() -> u16 {
 /// A real HTTP server (node) on 127.0.0.1:`port` that answers every
 /// request with its own port.
 pub fn backend(port: u16) -> Proc {
+    backends(&[port])
+}
+
+/// One node process serving HTTP on 127.0.0.1 at every port of `ports`,
+/// each answering with its own port. It prints `listening on PORT` for
+/// each, then `listening on all`.
+pub fn backends(ports: &[u16]) -> Proc {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
     let mut c = Command::new("node");
     c.arg("-e")
         .arg(
-            "const p = Number(process.env.PORT);\
-             require('http').createServer((q, r) => r.end(String(p)))\
-             .listen(p, '127.0.0.1', () => console.log('listening on ' + p))",
+            "const ps = process.env.PORTS.split(',').map(Number); let n = 0;\
+             for (const p of ps) {\
+               require('http').createServer((q, r) => r.end(String(p)))\
+               .listen(p, '127.0.0.1', () => {\
+                 console.log('listening on ' + p);\
+                 if (++n === ps.length) console.log('listening on all');\
+               });\
+             }",
         )
-        .env("PORT", port.to_string());
+        .env("PORTS", list.join(","));
     Proc::spawn(c)
+}
+
+/// `n` distinct free loopback ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut v = Vec::new();
+    while v.len() < n {
+        let p = free_port();
+        if seen.insert(p) {
+            v.push(p);
+        }
+    }
+    v
 }
 
 /// Wait until the backend from [`backend`] listens.

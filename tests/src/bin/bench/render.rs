@@ -2,9 +2,9 @@
 //! upstream, through `discover render --wait 0` with the example's own
 //! template, `nginx -t` as the check and `nginx -s reload`.
 //!
-//! Each round moves `web/1` between two real HTTP backends (each answers
-//! with its own port) and polls nginx with fresh connections until the
-//! answer is the new backend's.
+//! Each round moves `web/1` to a real HTTP backend on a port no earlier
+//! round used (each port answers with its own number) and polls nginx with
+//! fresh connections until the answer is the new port's.
 //!
 //! The peer, in the same run against the same nginx, is the floor of the
 //! job: the bench itself writes the next config (renamed into place) and
@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::web::{backend, free_port};
+use harness::web::{backends, free_port, free_ports};
 use harness::{EtcdCluster, Proc};
 use tokio::time::Instant;
 
@@ -71,20 +71,21 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     ] {
         c.put(&format!("{prefix}/lb/{k}"), v).await.unwrap();
     }
-    let ports = [free_port(), free_port()];
-    let backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
-    for (b, p) in backends.iter().zip(ports) {
-        b.wait_stdout(Duration::from_secs(20), "a backend", |l| {
-            l == format!("listening on {p}")
+    // A port of its own for every round, ours and the floor's: during a
+    // reload nginx's old workers may still answer a new connection with the
+    // config before, so a target that an earlier config also had (moving
+    // between two backends) would count a stale answer as served.
+    let ports = free_ports(2 * rounds + 1);
+    let (ours, floor_ports) = ports.split_at(rounds + 1);
+    let backends = backends(&ports);
+    backends
+        .wait_stdout(Duration::from_secs(20), "the backends", |l| {
+            l == "listening on all"
         })
         .await;
-    }
-    c.put(
-        &format!("{prefix}/web/1"),
-        format!("127.0.0.1:{}", ports[0]),
-    )
-    .await
-    .unwrap();
+    c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{}", ours[0]))
+        .await
+        .unwrap();
     let template = harness::repo()
         .join("examples/nginx-upstream/upstream.conf.j2")
         .display()
@@ -125,10 +126,9 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             l.contains("rendering; following etcd")
         })
         .await;
-    until_serving(lb, &ports[0].to_string(), Instant::now()).await;
+    until_serving(lb, &ours[0].to_string(), Instant::now()).await;
     let mut took = Vec::new();
-    for i in 0..rounds {
-        let to = ports[(i + 1) % 2];
+    for to in &ours[1..] {
         let t0 = Instant::now();
         c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{to}"))
             .await
@@ -140,12 +140,14 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     // The floor: the same change written by hand and `nginx -s reload`.
     let conf = format!("{d}/nginx.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    let now = ports[rounds % 2];
+    let now = format!("127.0.0.1:{};", ours[rounds]);
+    assert!(
+        text.contains(&now),
+        "the last rendering holds {now}:\n{text}"
+    );
     let mut floor = Vec::new();
-    for i in 0..rounds {
-        let to = ports[(rounds + i + 1) % 2];
-        let next = text.replace(&format!("127.0.0.1:{now}"), &format!("127.0.0.1:{to}"));
-        assert!(next.contains(&format!("127.0.0.1:{to};")), "{next}");
+    for to in floor_ports {
+        let next = text.replace(&now, &format!("127.0.0.1:{to};"));
         let t0 = Instant::now();
         std::fs::write(format!("{conf}.next"), &next).unwrap();
         std::fs::rename(format!("{conf}.next"), &conf).unwrap();

@@ -318,8 +318,9 @@ pub fn render_nginx(r: &Render) -> String {
     let mut o = String::from(
         "## R: discover render, a change in etcd → nginx serving the new upstream\n\n\
          `discover render --wait 0` with `examples/nginx-upstream/upstream.conf.j2`, `--check-cmd \"nginx -t -q … -c {{src}}\"` and \
-         `--reload-cmd \"nginx -s reload …\"` moves `web/1` between two real HTTP backends (each answers with its own port); the bench \
-         polls Debian's nginx on fresh connections until it answers from the new one. The floor, in the same run against the same \
+         `--reload-cmd \"nginx -s reload …\"` moves `web/1`, each round, to a real HTTP backend on a port no earlier round used (each \
+         answers with its own port; a stale nginx worker can then never pass for the new config), and the bench polls Debian's nginx \
+         on fresh connections until it answers from the new one. The floor, in the same run against the same \
          nginx: the bench writes the next config itself (renamed into place) and runs `nginx -s reload`, with no etcd, no template \
          and no check.\n\n",
     );
