@@ -191,16 +191,18 @@ async fn ls_prints_a_table_with_ttls() {
     assert!(lines[2].contains(" - "), "no lease shows -: {out}");
 }
 
-/// A child that appends what it sees to a log file and reacts to signals.
+/// A child (sh) that logs `start PID …` once its traps are set (a signal
+/// sent as soon as the test sees that line must find them), runs `on_term`
+/// on SIGTERM and logs the snapshot file on SIGHUP.
 fn child_script(dir: &Path, on_term: &str) -> PathBuf {
     let path = dir.join("child.sh");
     std::fs::write(
         &path,
         format!(
             "#!/bin/sh\n\
-             echo \"start $$ ${{SERVICES_COUCHBASE-unset}} ${{COUCHBASE-unset}} $DISCOVER_REVISION ${{ETCDCTL_PASSWORD-nopw}}\" >> \"$LOG\"\n\
              trap '{on_term}' TERM\n\
              trap 'echo \"hup $$ $(tr -d \"\\n \" < \"$DISCOVER_SNAPSHOT_FILE\")\" >> \"$LOG\"' HUP\n\
+             echo \"start $$ ${{SERVICES_COUCHBASE-unset}} ${{COUCHBASE-unset}} $DISCOVER_REVISION ${{ETCDCTL_PASSWORD-nopw}}\" >> \"$LOG\"\n\
              while :; do sleep 0.05; done\n"
         ),
     )
@@ -439,7 +441,7 @@ async fn a_child_ignoring_sigterm_is_killed_and_nothing_is_left_behind() {
     let script = dir.path().join("stubborn.sh");
     std::fs::write(
         &script,
-        "#!/bin/sh\necho \"start $$\" >> \"$LOG\"\n(sh -c 'sleep 0.3' &)\ntrap '' TERM\nwhile :; do sleep 0.05; done\n",
+        "#!/bin/sh\ntrap '' TERM\necho \"start $$\" >> \"$LOG\"\n(sh -c 'sleep 0.3' &)\nwhile :; do sleep 0.05; done\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -700,7 +702,7 @@ async fn config_prints_json_and_drives_a_child_through_its_environment() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let script = dir.path().join("c.sh");
-    std::fs::write(&script, "#!/bin/sh\necho \"start PORT=$PORT DB_HOST=$DB_HOST\" >> \"$LOG\"\ntrap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n").unwrap();
+    std::fs::write(&script, "#!/bin/sh\ntrap 'exit 0' TERM\necho \"start PORT=$PORT DB_HOST=$DB_HOST\" >> \"$LOG\"\nwhile :; do sleep 0.05; done\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = discover(
@@ -1014,15 +1016,17 @@ async fn restart_child_backs_off_a_child_that_keeps_dying() {
 }
 
 /// A child (bash) that logs `sig NAME PID` for every signal discover
-/// passes on, and exits 3 on SIGTERM.
+/// passes on, and exits 3 on SIGTERM. It logs `start PID` only once its
+/// traps are set: a signal sent as soon as the test sees that line must
+/// not meet bash's default action (which ends it).
 fn signal_recorder(dir: &Path) -> PathBuf {
     let path = dir.join("signals.sh");
     std::fs::write(
         &path,
         "#!/bin/bash\n\
-         echo \"start $$\" >> \"$LOG\"\n\
          for s in HUP QUIT USR1 USR2 WINCH ALRM PWR; do trap \"echo \\\"sig $s $$\\\" >> \\\"\\$LOG\\\"\" $s; done\n\
          trap 'echo \"sig TERM $$\" >> \"$LOG\"; exit 3' TERM\n\
+         echo \"start $$\" >> \"$LOG\"\n\
          while :; do sleep 0.05; done\n",
     )
     .unwrap();
