@@ -1,7 +1,6 @@
 //! P1-P3: sidekick against the chapter's bash loop, 20 containers each,
 //! side by side on the same etcd and Docker engine.
 
-use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -301,7 +300,6 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, n: usize) 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut squatters = Vec::new();
     let mut moves: Vec<(Instant, String, Instant, String)> = Vec::new();
     for i in 0..n {
         let mut pair = Vec::new();
@@ -311,13 +309,14 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, n: usize) 
                 .await
                 .expect("address before the move");
             c.stop().await;
-            let squat = format!("{}-sq", c.name());
-            harness::docker::pinned_container(true, &squat, FLANNEL_NETWORK, &old, &[]);
-            squatters.push(squat);
+            // A new address outside Docker's allocation range, as the tests
+            // move containers: squatting the old one raced with containers
+            // Docker placed for other runs ("Address already in use").
+            let moved = harness::docker::move_stopped_container(c.name(), FLANNEL_NETWORK, &old);
             c.start().await;
             let t = Instant::now();
             let new = c.ip(FLANNEL_NETWORK).await.expect("address after the move");
-            assert_ne!(new, old);
+            assert_eq!(new, moved);
             pair.push((t, new));
         }
         moves.push((pair[0].0, pair[0].1.clone(), pair[1].0, pair[1].1.clone()));
@@ -360,12 +359,6 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, n: usize) 
     .await;
     drop(procs);
     drop(consumer);
-    for s in squatters {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &s])
-            .env_remove("DOCKER_HOST")
-            .output();
-    }
     for c in ours.into_iter().chain(peers) {
         c.remove().await;
     }

@@ -218,7 +218,7 @@ pub fn render(a: &All) -> String {
         "ms",
     );
     o.push_str("The loop notices a started container at its next `sleep 5` wake-up: 0 to 5 s, plus docker, jq and etcdctl.\n\n");
-    o.push_str("## P3: the container moves to a new address\n\nThe container is stopped, another container takes its address, and it is started again at a new one (a user-defined network, so addresses can be pinned). Ours: from Docker's answer to `docker start` to the `set` line of a `discover watch` consumer. Loop: from the same moment to the v2 event carrying the new address.\n\n");
+    o.push_str("## P3: the container moves to a new address\n\nThe container is stopped, reconnected to its network with a new address (from a part of the user-defined network that Docker never allocates from), and started again. Ours: from Docker's answer to `docker start` to the `set` line of a `discover watch` consumer. Loop: from the same moment to the v2 event carrying the new address.\n\n");
     table(
         &mut o,
         &[("sidekick → set", &p3o), ("bash loop → new value", &p3p)],
