@@ -3,8 +3,8 @@
 //! etcd-client balances requests over all endpoints, but its balancer
 //! cannot be told that a member stopped answering (frozen by SIGSTOP, or
 //! behind a half-open network path): the connection looks healthy until
-//! HTTP/2 keep-alive gives up, which takes seconds, and meanwhile requests
-//! and new streams keep landing there. A registration whose keep-alives
+//! TCP (or HTTP/2 pings, when asked for) gives up, which takes seconds at
+//! best, and meanwhile requests and new streams keep landing there. A registration whose keep-alives
 //! land on a frozen member twice in a row loses its lease.
 //!
 //! So the library keeps a connection per member of its own. Each request
