@@ -184,6 +184,21 @@ impl Keeper {
     }
 }
 
+/// A live answer from `member`: the lease is confirmed now, and the
+/// keeper's next keep-alive is due an interval after the one answered. The
+/// member, if it is a new one (for the log).
+pub(crate) fn answered(
+    keeper: &mut Option<Keeper>,
+    lease: &mut Option<Lease>,
+    member: u64,
+    interval: Duration,
+) -> Option<u64> {
+    if let Some(l) = lease.as_mut() {
+        l.confirmed = Instant::now();
+    }
+    keeper.as_mut().and_then(|k| k.answered(member, interval))
+}
+
 /// The next answer on `k`'s stream: the TTL left and the member that
 /// answered; `None` when the stream ended. Never, without a stream.
 pub(crate) async fn next_answer(

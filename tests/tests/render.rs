@@ -194,6 +194,19 @@ impl Lb {
         }
     }
 
+    /// Wait until `n` reloads succeeded in all, then check there were no
+    /// more (nginx may serve the new config a moment before discover counts
+    /// the reload: the reload command returns after the signal).
+    async fn reloads_exactly(&self, n: u64, what: &str) {
+        wait_metric(self.metrics, RELOADS_OK, n).await;
+        assert_eq!(
+            metric(self.metrics, RELOADS_OK).await,
+            n,
+            "{what}\n{}",
+            self.dump()
+        );
+    }
+
     fn dump(&self) -> String {
         format!(
             "{}\n--- nginx.conf ---\n{}\n--- error.log ---\n{}",
@@ -253,15 +266,8 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
     c.delete(&format!("{prefix}/web/3")).await.unwrap();
     lb.wait_serving(&ports[..2], "nginx to stop sending to web/3")
         .await;
-    // nginx may serve the new config a moment before discover counts the
-    // reload (the reload command returns after the signal).
-    wait_metric(lb.metrics, RELOADS_OK, base + 1).await;
-    assert_eq!(
-        metric(lb.metrics, RELOADS_OK).await,
-        base + 1,
-        "one reload for one change\n{}",
-        lb.dump()
-    );
+    lb.reloads_exactly(base + 1, "one reload for one change")
+        .await;
     drop(backends.remove(2));
 
     // A fourth registers and gets traffic.
@@ -273,13 +279,8 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
     .unwrap();
     lb.wait_serving(&[ports[0], ports[1], ports[3]], "web/4 to get traffic")
         .await;
-    wait_metric(lb.metrics, RELOADS_OK, base + 2).await;
-    assert_eq!(
-        metric(lb.metrics, RELOADS_OK).await,
-        base + 2,
-        "{}",
-        lb.dump()
-    );
+    lb.reloads_exactly(base + 2, "one reload for the fourth")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,13 +320,8 @@ async fn reload_signal_hups_nginx_through_its_pid_file() {
     .unwrap();
     lb.wait_serving(&ports, "nginx, HUPed, to send to web/2 as well")
         .await;
-    wait_metric(lb.metrics, RELOADS_OK, base + 1).await;
-    assert_eq!(
-        metric(lb.metrics, RELOADS_OK).await,
-        base + 1,
-        "one signal for one change\n{}",
-        lb.dump()
-    );
+    lb.reloads_exactly(base + 1, "one signal for one change")
+        .await;
     // A reload reloads; it does not restart the master.
     assert_eq!(
         std::fs::read_to_string(lb.dir.path().join("nginx.pid"))
@@ -357,6 +353,8 @@ async fn owner_gives_dest_to_the_user_asked_for_and_a_rerender_keeps_it() {
         "{% for b in web %}{{ b.name }} {{ b.value }}\n{% endfor %}",
     )
     .unwrap();
+    let out = dir.path().join("out");
+    // `render --once`, which must succeed: DEST's metadata after it.
     let once = |owner: Option<&str>| {
         let mut args = vec![
             "render".to_owned(),
@@ -370,22 +368,24 @@ async fn owner_gives_dest_to_the_user_asked_for_and_a_rerender_keeps_it() {
             args.extend(["--owner".to_owned(), o.to_owned()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(harness::proc::discover(&etcd, &args))
+        let mut p = Proc::spawn(harness::proc::discover(&etcd, &args));
+        let out = out.clone();
+        async move {
+            assert!(
+                p.wait_exit(Duration::from_secs(30)).await.success(),
+                "{}",
+                p.dump()
+            );
+            (std::fs::metadata(&out).unwrap(), p.dump())
+        }
     };
-    let out = dir.path().join("out");
 
-    let mut p = once(Some("nobody:nogroup"));
-    assert!(
-        p.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        p.dump()
-    );
-    let m = std::fs::metadata(&out).unwrap();
+    let (m, log) = once(Some("nobody:nogroup")).await;
     assert_eq!(
         (m.uid(), m.gid(), m.mode() & 0o7777),
         (nobody.uid.as_raw(), nogroup.gid.as_raw(), 0o640),
         "{}",
-        p.dump()
+        log
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "a 10.0.0.1:3001\n");
 
@@ -396,19 +396,13 @@ async fn owner_gives_dest_to_the_user_asked_for_and_a_rerender_keeps_it() {
     c.put(&format!("{prefix}/web/b"), "10.0.0.2:3002")
         .await
         .unwrap();
-    let mut p = once(None);
-    assert!(
-        p.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        p.dump()
-    );
-    let m = std::fs::metadata(&out).unwrap();
-    assert_ne!(m.ino(), ino, "the file was not replaced\n{}", p.dump());
+    let (m, log) = once(None).await;
+    assert_ne!(m.ino(), ino, "the file was not replaced\n{}", log);
     assert_eq!(
         (m.uid(), m.gid()),
         (nobody.uid.as_raw(), nogroup.gid.as_raw()),
         "{}",
-        p.dump()
+        log
     );
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
@@ -419,19 +413,8 @@ async fn owner_gives_dest_to_the_user_asked_for_and_a_rerender_keeps_it() {
     c.put(&format!("{prefix}/web/c"), "10.0.0.3:3003")
         .await
         .unwrap();
-    let mut p = once(Some("root"));
-    assert!(
-        p.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        p.dump()
-    );
-    let m = std::fs::metadata(&out).unwrap();
-    assert_eq!(
-        (m.uid(), m.gid()),
-        (0, nogroup.gid.as_raw()),
-        "{}",
-        p.dump()
-    );
+    let (m, log) = once(Some("root")).await;
+    assert_eq!((m.uid(), m.gid()), (0, nogroup.gid.as_raw()), "{}", log);
 }
 
 #[tokio::test(flavor = "multi_thread")]

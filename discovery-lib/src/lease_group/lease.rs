@@ -116,19 +116,13 @@ impl Actor {
     ) {
         match r {
             Ok(Some((ttl, member))) if ttl > 0 => {
-                let interval = self.interval;
-                let new = self
-                    .keeper
-                    .as_mut()
-                    .and_then(|k| k.answered(member, interval));
+                let new =
+                    keep_alive::answered(&mut self.keeper, &mut self.lease, member, self.interval);
                 if let Some(member) = new {
                     debug!(
                         member = format_args!("{member:x}"),
                         "the group's keep-alive stream is live"
                     );
-                }
-                if let Some(l) = self.lease.as_mut() {
-                    l.confirmed = Instant::now();
                 }
             }
             Ok(Some(_)) => {

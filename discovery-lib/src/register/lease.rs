@@ -1,7 +1,6 @@
 //! The registration's lease: granting or adopting it, and keeping it
 //! alive on a stream that moves to another member when it goes silent.
 
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::actor::Actor;
@@ -28,16 +27,10 @@ impl Actor {
     ) {
         match r {
             Ok(Some((ttl, member))) if ttl > 0 => {
-                let interval = self.interval;
-                let new = self
-                    .keeper
-                    .as_mut()
-                    .and_then(|k| k.answered(member, interval));
+                let new =
+                    keep_alive::answered(&mut self.keeper, &mut self.lease, member, self.interval);
                 if let Some(member) = new {
                     debug!(key = %self.key, member = format_args!("{member:x}"), "keep-alive stream live");
-                }
-                if let Some(l) = self.lease.as_mut() {
-                    l.confirmed = Instant::now();
                 }
             }
             Ok(Some(_)) => {
