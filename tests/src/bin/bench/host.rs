@@ -251,16 +251,18 @@ pub async fn run(
     let done = ops.await;
     let churn_secs = t.elapsed().as_secs_f64();
     let churn_ops = done.iter().map(|(_, n)| n).sum();
+    // From `t` to the delete of `name`'s key that the raw watch saw.
+    let gone_after = |events: &[harness::RawEvent], name: &str, t: Instant| {
+        events
+            .iter()
+            .find(|e| !e.put && e.key == key(name) && e.at >= t)
+            .map(|e| e.at - t)
+    };
     let events = raw.events();
     let churn_stop: Vec<Duration> = done
         .iter()
         .flat_map(|(s, _)| s.iter())
-        .filter_map(|(name, t)| {
-            events
-                .iter()
-                .find(|e| !e.put && e.key == key(name) && e.at >= *t)
-                .map(|e| e.at - *t)
-        })
+        .filter_map(|(name, t)| gone_after(&events, name, *t))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.abort();
@@ -269,12 +271,7 @@ pub async fn run(
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(name, t)| {
-            events
-                .iter()
-                .find(|e| !e.put && e.key == key(name) && e.at >= *t)
-                .map(|e| e.at - *t)
-        })
+        .filter_map(|(name, t)| gone_after(&events, name, *t))
         .collect();
     // Then etcd must say exactly what docker ps says.
     let want = || -> BTreeMap<String, String> {
