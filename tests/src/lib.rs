@@ -12,6 +12,7 @@ pub mod docker;
 pub mod docker_tls;
 pub mod etcd;
 pub mod host_agent;
+pub mod install;
 pub mod notify;
 pub mod pki;
 pub mod podman;

@@ -723,19 +723,9 @@ async fn once_and_dry_run() {
 #[test]
 fn make_install_installs_the_example_and_its_unit_verifies() {
     let dest = tempfile::tempdir().unwrap();
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(harness::repo())
-        .args(["-s", "install", "PROFILE=debug", "PREFIX=/usr/local"])
-        .arg(format!("DESTDIR={}", dest.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "make install: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A root systemd-analyze can verify against: systemd's units and the
+    // real nginx the unit names.
+    harness::install::install_root(dest.path(), "/usr/local", &["/usr/sbin/nginx"]);
     let root = dest.path();
     assert!(
         root.join("usr/local/share/sidekick/examples/nginx-upstream/upstream.conf.j2")
@@ -747,32 +737,9 @@ fn make_install_installs_the_example_and_its_unit_verifies() {
         text.contains("--check-cmd \"/usr/sbin/nginx -t -q -c {{src}}\""),
         "{text}"
     );
-    // A root systemd-analyze can verify against: systemd's units and the
-    // real nginx where the unit names it.
-    std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    let (ok, said) = harness::install::verify(root, &["web-lb.service".to_owned()]);
     assert!(
-        Command::new("cp")
-            .args(["-a", "/lib/systemd/system"])
-            .arg(root.join("lib/systemd/"))
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
-    std::fs::copy("/usr/sbin/nginx", root.join("usr/sbin/nginx")).unwrap();
-    let v = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", root.display()))
-        .arg("web-lb.service")
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
-    assert!(
-        v.status.success() && said.trim().is_empty(),
+        ok && said.trim().is_empty(),
         "systemd-analyze verify web-lb.service:\n{said}"
     );
 }

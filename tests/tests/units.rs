@@ -18,39 +18,11 @@ fn units() -> Vec<String> {
     v
 }
 
-/// `make install` into `dest` with `prefix`, then a root that systemd-analyze
-/// can verify against: systemd's own units, and the real docker and node.
+/// The programs the units name, for `systemd-analyze verify`.
+const PROGRAMS: &[&str] = &["/usr/bin/docker", "/usr/bin/node", "/usr/bin/touch"];
+
 fn install_root(dest: &Path, prefix: &str) {
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(harness::repo())
-        .args(["-s", "install", "PROFILE=debug"])
-        .arg(format!("DESTDIR={}", dest.display()))
-        .arg(format!("PREFIX={prefix}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "make install: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::create_dir_all(dest.join("lib/systemd")).unwrap();
-    let cp = Command::new("cp")
-        .args(["-a", "/lib/systemd/system"])
-        .arg(dest.join("lib/systemd/"))
-        .status()
-        .unwrap();
-    assert!(cp.success());
-    std::fs::create_dir_all(dest.join("usr/bin")).unwrap();
-    for bin in ["docker", "node", "touch"] {
-        let src = Path::new("/usr/bin").join(bin);
-        assert!(src.exists(), "/usr/bin/{bin} is needed to verify the units");
-        let dst = dest.join("usr/bin").join(bin);
-        if std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
+    harness::install::install_root(dest, prefix, PROGRAMS);
 }
 
 fn instance(unit: &str) -> String {
@@ -74,21 +46,9 @@ fn every_unit_verifies_with_the_binaries_installed() {
     );
     let all: Vec<String> = units().iter().map(|u| instance(u)).collect();
     assert!(all.len() >= 8, "{all:?}");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", dest.path().display()))
-        .args(&all)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // verify exits 0 on unknown keys and bad values (it only warns), so any
-    // output at all is a failure.
+    let (ok, text) = harness::install::verify(dest.path(), &all);
     assert!(
-        out.status.success() && text.trim().is_empty(),
+        ok && text.trim().is_empty(),
         "systemd-analyze verify {all:?}:\n{text}"
     );
 }
@@ -107,27 +67,13 @@ fn prefix_is_honoured_and_the_check_catches_a_missing_binary() {
         unit.contains("ExecStart=/opt/sk/bin/sidekick --key /services/memcached/%i"),
         "{unit}"
     );
-    let verify = |u: &str| {
-        Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(format!("--root={}", dest.path().display()))
-            .arg(u)
-            .output()
-            .unwrap()
-    };
-    let ok = verify("memcached-sidekick@1.service");
-    assert!(
-        ok.status.success() && ok.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let unit = ["memcached-sidekick@1.service".to_owned()];
+    let (ok, said) = harness::install::verify(dest.path(), &unit);
+    assert!(ok && said.trim().is_empty(), "{said}");
     std::fs::remove_file(dest.path().join("opt/sk/bin/sidekick")).unwrap();
-    let bad = verify("memcached-sidekick@1.service");
-    assert!(
-        !bad.status.success(),
-        "a missing binary must fail the check"
-    );
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("/opt/sk/bin/sidekick"));
+    let (ok, said) = harness::install::verify(dest.path(), &unit);
+    assert!(!ok, "a missing binary must fail the check");
+    assert!(said.contains("/opt/sk/bin/sidekick"), "{said}");
 }
 
 #[test]
