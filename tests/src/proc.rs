@@ -129,7 +129,7 @@ impl Proc {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        self.wait_in(&self.out, timeout, what, pred).await
+        self.wait_in(&self.out, timeout, what, 1, pred).await
     }
 
     /// Wait until a stderr line satisfies `pred`; return it.
@@ -139,7 +139,30 @@ impl Proc {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        self.wait_in(&self.err, timeout, what, pred).await
+        self.wait_in(&self.err, timeout, what, 1, pred).await
+    }
+
+    /// Wait until `n` stderr lines satisfy `pred` (a log line that comes
+    /// once per round); return the `n`th. On timeout the panic carries the
+    /// process's output, so a failure says what the process did instead.
+    pub async fn wait_stderr_nth(
+        &self,
+        timeout: Duration,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_in(&self.err, timeout, what, n, pred).await
+    }
+
+    /// How many stderr lines satisfy `pred` so far.
+    pub fn stderr_count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.err
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| pred(l))
+            .count()
     }
 
     async fn wait_in(
@@ -147,11 +170,18 @@ impl Proc {
         lines: &Lines,
         timeout: Duration,
         what: &str,
+        n: usize,
         pred: impl Fn(&str) -> bool,
     ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((_, l)) = lines.lock().unwrap().iter().find(|(_, l)| pred(l)) {
+            if let Some((_, l)) = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, l)| pred(l))
+                .nth(n.saturating_sub(1))
+            {
                 return l.clone();
             }
             if Instant::now() > deadline {

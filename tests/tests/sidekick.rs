@@ -158,16 +158,15 @@ async fn docker_stop_and_start_act_on_dockers_events() {
     // "At once" is proved by cause, not by a stopwatch: each change comes
     // from Docker's event (the sidekick logs which), not from its periodic
     // re-inspection. The figures are P1 and P2 of `make bench`.
-    let withdrawn = |p: &Proc| p.stderr().matches("key withdrawn").count();
-    let inspected_on_start = |p: &Proc| {
-        p.stderr()
-            .lines()
-            .filter(|l| l.contains("container up; inspecting") && l.contains("event=start"))
-            .count()
-    };
+    let withdrawn = |l: &str| l.contains("key withdrawn");
+    let inspected_on_start =
+        |l: &str| l.contains("container up; inspecting") && l.contains("event=start");
     for round in 0..3 {
         let t = Instant::now();
-        let (w0, s0) = (withdrawn(&p), inspected_on_start(&p));
+        let (w0, s0) = (
+            p.stderr_count(withdrawn),
+            p.stderr_count(inspected_on_start),
+        );
         c.stop().await;
         let gone = raw
             .wait_for(Duration::from_secs(10), "key gone after docker stop", |e| {
@@ -175,10 +174,11 @@ async fn docker_stop_and_start_act_on_dockers_events() {
             })
             .await;
         // (The log line may trail the delete it announces.)
-        harness::eventually(
+        p.wait_stderr_nth(
             Duration::from_secs(5),
             "withdrawn on Docker's event",
-            || (withdrawn(&p) > w0).then_some(()),
+            w0 + 1,
+            withdrawn,
         )
         .await;
         let stop_ms = (gone.at - t).as_secs_f64() * 1000.0;
@@ -194,10 +194,11 @@ async fn docker_stop_and_start_act_on_dockers_events() {
                 |e| e.put && e.at >= before,
             )
             .await;
-        harness::eventually(
+        p.wait_stderr_nth(
             Duration::from_secs(5),
             "registered on Docker's start event",
-            || (inspected_on_start(&p) > s0).then_some(()),
+            s0 + 1,
+            inspected_on_start,
         )
         .await;
         let start_ms = back.at.saturating_duration_since(t).as_secs_f64() * 1000.0;
