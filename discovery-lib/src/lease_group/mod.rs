@@ -223,36 +223,52 @@ enum Op {
 
 impl Actor {
     async fn run(mut self) {
+        // Whether the keys wanted, or what blocks some of them, may have
+        // changed since the last converge. A keep-alive (sent or answered)
+        // changes neither: with the lease and its stream intact it costs no
+        // pass over the keys. (That pass, a copy of every key and value and
+        // a lookup of each, twice per interval, was half of a 200-key
+        // group's idle CPU: BENCHMARKS.md P8.)
+        let mut dirty = true;
         loop {
-            let desired = self.desired.borrow_and_update().clone();
-            if desired.shutdown {
-                self.shutdown().await;
-                return;
-            }
-            match self.converge(&desired.keys).await {
-                Ok(()) => {
-                    self.backoff.reset();
-                    self.retry_at = None;
-                    self.publish(&desired.keys, None);
+            if dirty || self.lease.is_none() || self.keeper.is_none() {
+                let desired = self.desired.borrow_and_update().clone();
+                if desired.shutdown {
+                    self.shutdown().await;
+                    return;
                 }
-                Err(e) => {
-                    let delay = self.backoff.next_delay();
-                    warn!(error = %e, retry_in = ?delay, "lease group not in sync; retrying");
-                    self.retry_at = Some(Instant::now() + delay);
-                    self.publish(&desired.keys, Some(e.to_string()));
+                match self.converge(&desired.keys).await {
+                    Ok(()) => {
+                        self.backoff.reset();
+                        self.retry_at = None;
+                        self.publish(&desired.keys, None);
+                    }
+                    Err(e) => {
+                        let delay = self.backoff.next_delay();
+                        warn!(error = %e, retry_in = ?delay, "lease group not in sync; retrying");
+                        self.retry_at = Some(Instant::now() + delay);
+                        self.publish(&desired.keys, Some(e.to_string()));
+                    }
                 }
             }
-            match self.wait().await {
-                Wake::Desired | Wake::Retry => {}
+            dirty = match self.wait().await {
+                Wake::Desired | Wake::Retry => true,
                 Wake::Recheck => {
                     self.recheck_at = None;
                     self.blocked.clear();
                     self.conflicts.clear();
                     self.refused.clear();
+                    true
                 }
-                Wake::Tick => self.tick().await,
-                Wake::KeepAlive(r) => self.on_keep_alive(r),
-            }
+                Wake::Tick => {
+                    self.tick().await;
+                    false
+                }
+                Wake::KeepAlive(r) => {
+                    self.on_keep_alive(r);
+                    false
+                }
+            };
         }
     }
 
