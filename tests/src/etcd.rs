@@ -556,6 +556,59 @@ impl EtcdCluster {
         self.wait_member(i).await;
     }
 
+    /// `etcdctl snapshot save`: member 0's whole store, as a backup is
+    /// taken.
+    pub fn snapshot_save(&self, path: &Path) {
+        let out = Command::new(etcdctl_binary())
+            .args(["--endpoints", &self.endpoint(0), "snapshot", "save"])
+            .arg(path)
+            .output()
+            .expect("run etcdctl snapshot save");
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Restore a one-member etcd from `snapshot`, as an operator recovers
+    /// from a backup: stop it, `etcdctl snapshot restore` into a fresh data
+    /// dir, start it again. Its history (and revision) goes back to the
+    /// snapshot's.
+    pub async fn restore(&mut self, snapshot: &Path) {
+        assert_eq!(self.members.len(), 1, "restore is for a one-member etcd");
+        let m = &mut self.members[0];
+        m.kill_now();
+        let arg = |name: &str| {
+            m.args
+                .iter()
+                .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+                .unwrap_or_else(|| panic!("member started without --{name}"))
+                .to_owned()
+        };
+        let data = arg("data-dir");
+        std::fs::remove_dir_all(&data).expect("remove the old data dir");
+        let out = Command::new(etcdctl_binary())
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .args(["--name", &m.name, "--data-dir", &data])
+            .args(["--initial-cluster", &arg("initial-cluster")])
+            .args(["--initial-cluster-token", &arg("initial-cluster-token")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &arg("initial-advertise-peer-urls"),
+            ])
+            .output()
+            .expect("run etcdctl snapshot restore");
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        m.spawn();
+        self.wait_member(0).await;
+    }
+
     /// Start a killed member again without waiting for it.
     pub fn start_member(&mut self, i: usize) {
         self.members[i].kill_now();

@@ -70,13 +70,13 @@ impl Engine {
         self.opts.scope.covers(&self.prefix, key)
     }
 
-    /// Re-list and emit the difference. False if stopped.
-    pub(super) async fn resync(&mut self, compacted: i64) -> Result<bool> {
+    /// Re-list and emit the difference; `why` says why the watch cannot
+    /// simply resume. False if stopped.
+    pub(super) async fn resync(&mut self, why: &str) -> Result<bool> {
         warn!(
             prefix = %self.prefix,
             needed = self.rev + 1,
-            compacted,
-            "watch history was compacted; re-listing and sending the difference"
+            "watch cannot resume: {why}; re-listing and sending the difference"
         );
         let Some((revision, nodes)) = self.list_retrying(0).await? else {
             return Ok(false);
@@ -114,7 +114,7 @@ impl Engine {
         }
         self.state = fresh;
         self.rev = revision;
-        info!(prefix = %self.prefix, revision, changes = diff.len(), "resynced after compaction");
+        info!(prefix = %self.prefix, revision, changes = diff.len(), "resynced");
         let mut batch: Vec<WatchMessage> = diff.into_iter().map(WatchMessage::Event).collect();
         if self.opts.progress_marks {
             batch.push(WatchMessage::Progress { revision });

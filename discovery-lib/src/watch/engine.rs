@@ -21,6 +21,14 @@
 //!    the prefix and yields the difference against its state as set and
 //!    delete events marked [`Event::is_resync`], then carries on from the
 //!    listing's revision.
+//! 5. When a member answers the progress request with a revision below
+//!    `rev`, it lacks what the watch already applied: a follower that lags
+//!    by seconds, or one whose history differs (etcd 3.5.0-3.5.2 can lose
+//!    applied entries when killed, etcd issue 13766). A stream there would
+//!    wait, silent, for revisions it may never reach, so the engine leaves
+//!    that member as in step 3. When every member in turn says so, etcd's
+//!    history itself went back (a restore from a snapshot): the engine
+//!    re-lists and yields the difference, as in step 4.
 //!
 //! The previous value of an event comes from that state, not from etcd's
 //! `prev_kv`: the two agree while the state is complete, and the state is
@@ -56,6 +64,12 @@ enum Flow {
     Reconnect(String),
     /// etcd compacted history past `rev`: re-list and diff.
     Compacted(i64),
+    /// The member answered a progress request with a revision below `rev`:
+    /// it does not have what this watch already applied (it lags, or its
+    /// history differs), and a stream on it would wait, silent, for
+    /// revisions it may never reach. Leave it; if every member says so,
+    /// etcd's history went back (a restore from a snapshot): re-list.
+    Behind(i64),
     /// Cancelled or the consumer went away.
     Stop,
 }
@@ -93,6 +107,9 @@ pub(super) struct Engine {
     /// The token was refreshed after a refusal and no stream has worked
     /// since: a second permission refusal is real.
     pub(super) reauthenticated: bool,
+    /// Streams in a row whose member was behind `rev` ([`Flow::Behind`]):
+    /// once every member has been, the history went back for all of them.
+    pub(super) behind: usize,
 }
 
 impl Engine {
@@ -234,7 +251,27 @@ impl Engine {
                     }
                 }
                 Flow::Compacted(compacted) => {
-                    if !self.resync(compacted).await? {
+                    let why =
+                        format!("the history it needs was compacted (up to revision {compacted})");
+                    if !self.resync(&why).await? {
+                        return Ok(());
+                    }
+                }
+                Flow::Behind(at) => {
+                    self.behind += 1;
+                    let why = format!(
+                        "etcd answers at revision {at}, behind the {} this watch has applied",
+                        self.rev
+                    );
+                    if self.behind >= self.client.endpoints().len() {
+                        self.behind = 0;
+                        let why = format!(
+                            "{why} on every member: its history went back (a restore from a snapshot?)"
+                        );
+                        if !self.resync(&why).await? {
+                            return Ok(());
+                        }
+                    } else if !self.back_off(format!("{why}; trying another member")).await {
                         return Ok(());
                     }
                 }
@@ -267,10 +304,15 @@ impl Engine {
         // that lost its leader: open the next one on another member. (Not
         // after a fresh authentication: that member is fine.)
         let flow = self.pump(stream, member).await;
-        if let Ok(Flow::Reconnect(why)) = &flow {
-            if !self.reauthenticated {
+        match &flow {
+            Ok(Flow::Reconnect(why)) if !self.reauthenticated => {
                 self.client.pool().avoid(member, "watch", why);
             }
+            Ok(Flow::Behind(at)) => {
+                let why = format!("at revision {at}, behind {}", self.rev);
+                self.client.pool().avoid(member, "watch", &why);
+            }
+            _ => {}
         }
         flow
     }
@@ -286,7 +328,7 @@ impl Engine {
                 _ = self.tx.closed() => return Ok(Flow::Stop),
                 msg = responses.message() => match msg {
                     Ok(Some(resp)) => {
-                        probing = false;
+                        let probed = std::mem::take(&mut probing);
                         deadline = Instant::now() + self.opts.liveness;
                         if resp.created() {
                             let member = resp.header().map(|h| h.member_id()).unwrap_or_default();
@@ -301,6 +343,19 @@ impl Engine {
                             return self.failed(classify_cancel(&reason), text, Some(member)).await;
                         }
                         self.reauthenticated = false;
+                        // The answer to a progress request: where the member
+                        // stands. (Only after a quiet liveness window: a
+                        // healthy follower has long caught up by then.)
+                        if probed && resp.events().is_empty() && !resp.created() {
+                            let at = resp.header().map(|h| h.revision()).unwrap_or_default();
+                            if at > 0 && at < self.rev {
+                                return Ok(Flow::Behind(at));
+                            }
+                            self.behind = 0;
+                        }
+                        if !resp.events().is_empty() {
+                            self.behind = 0;
+                        }
                         if !self.apply(resp.events()).await {
                             return Ok(Flow::Stop);
                         }

@@ -276,6 +276,7 @@ pub(crate) fn start(
         down_since: None,
         attempt: 0,
         reauthenticated: false,
+        behind: 0,
     };
     tokio::spawn(engine.run());
     Ok((
