@@ -385,6 +385,31 @@ mod tests {
         assert!(split_exec(v(&["discover", "get", "/p"])).1.is_none());
     }
 
+    /// render's command timeout and the global etcd request timeout are two
+    /// flags: setting one leaves the other at its default (once they shared
+    /// a clap id, and etcd requests under render waited 60 s).
+    #[test]
+    fn render_command_timeout_is_not_the_etcd_request_timeout() {
+        let cli = |args: &[&str]| {
+            let mut v = vec![
+                "discover",
+                "render",
+                "--watch",
+                "/p",
+                "--template",
+                "/etc/hostname:/tmp/x",
+            ];
+            v.extend_from_slice(args);
+            let c = Cli::try_parse_from(v).unwrap();
+            let Cmd::Render(r) = &c.cmd else { panic!() };
+            (c.etcd.command_timeout, r.cmd_timeout)
+        };
+        let (s, m) = (Duration::from_secs, Duration::from_millis);
+        assert_eq!(cli(&[]), (s(5), s(60)));
+        assert_eq!(cli(&["--command-timeout", "7s"]), (s(7), s(60)));
+        assert_eq!(cli(&["--cmd-timeout", "500ms"]), (s(5), m(500)));
+    }
+
     /// The flag groups as clap sees them: exec-only flags need --exec, and
     /// `config` does not offer what it would refuse.
     #[test]

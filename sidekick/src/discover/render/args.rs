@@ -57,8 +57,10 @@ pub struct RenderArgs {
     #[arg(long, value_name = "MIN[:MAX]")]
     pub wait: Option<String>,
     /// How long --check-cmd and the reload may run before they are killed (and count as failed)
+    // Not `--command-timeout`: that is etcdctl's request timeout, a global
+    // flag of every subcommand, and one clap id cannot mean both.
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration, value_name = "DURATION")]
-    pub command_timeout: Duration,
+    pub cmd_timeout: Duration,
     /// Render once and exit: 0 when every template rendered (and checked, and the reload worked), 1 otherwise
     #[arg(long)]
     pub once: bool,
@@ -254,7 +256,7 @@ impl Plan {
             .transpose()?
             .map(|argv| Check {
                 argv,
-                timeout: a.command_timeout,
+                timeout: a.cmd_timeout,
             });
         let reload = match (&a.reload_cmd, &a.reload_signal, &a.pid_file, &a.reload_unit) {
             (Some(c), ..) => Reload::Command(split_cmd("--reload-cmd", c)?),
@@ -287,7 +289,7 @@ impl Plan {
             reload,
             owner,
             wait,
-            timeout: a.command_timeout,
+            timeout: a.cmd_timeout,
             once: a.once,
             dry_run: a.dry_run,
         })
