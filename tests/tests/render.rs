@@ -721,7 +721,7 @@ async fn once_and_dry_run() {
 }
 
 #[test]
-fn make_install_installs_the_example_and_its_unit_verifies() {
+fn make_install_installs_the_example_and_its_units_verify() {
     let dest = tempfile::tempdir().unwrap();
     // A root systemd-analyze can verify against: systemd's units and the
     // real nginx the unit names.
@@ -731,16 +731,19 @@ fn make_install_installs_the_example_and_its_unit_verifies() {
         root.join("usr/local/share/sidekick/examples/nginx-upstream/upstream.conf.j2")
             .exists()
     );
-    let unit = root.join("usr/local/lib/systemd/system/web-lb.service");
-    let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(
-        text.contains("--check-cmd \"/usr/sbin/nginx -t -q -c {{src}}\""),
-        "{text}"
-    );
-    let (ok, said) = harness::install::verify(root, &["web-lb.service".to_owned()]);
+    let units = ["web-lb.service", "web-lb-nginx.service"];
+    for u in units {
+        let text =
+            std::fs::read_to_string(root.join("usr/local/lib/systemd/system").join(u)).unwrap();
+        assert!(
+            text.contains("--check-cmd \"/usr/sbin/nginx -t -q -c {{src}}\""),
+            "{u}:\n{text}"
+        );
+    }
+    let (ok, said) = harness::install::verify(root, &units.map(str::to_owned));
     assert!(
         ok && said.trim().is_empty(),
-        "systemd-analyze verify web-lb.service:\n{said}"
+        "systemd-analyze verify {units:?}:\n{said}"
     );
 }
 

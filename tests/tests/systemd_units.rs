@@ -404,8 +404,11 @@ async fn systemd_a_bad_configuration_does_not_loop() {
         "memcached-sidekick@1.service",
         "couchbase-sidekick@1.service",
         "sidekick@x.service",
+        "sidekick-host.service",
         "web@1.service",
         "worker.service",
+        "web-lb.service",
+        "web-lb-nginx.service",
     ] {
         let v = host.show(u, "RestartPreventExitStatus");
         assert!(v.split_whitespace().any(|s| s == "2"), "{u}: {v:?}");
@@ -566,6 +569,7 @@ async fn systemd_every_unit_that_runs_our_tools_is_exposed_at_most_2() {
         "memcached-sidekick@1.service",
         "couchbase-sidekick@1.service",
         "sidekick@x.service",
+        "sidekick-host.service",
         "web@1.service",
         "worker.service",
     ] {
@@ -586,16 +590,17 @@ async fn systemd_every_unit_that_runs_our_tools_is_exposed_at_most_2() {
     );
 }
 
-/// `discover render --reload-unit` under a real systemd: nginx runs as its
-/// own unit (`ExecReload=nginx -s reload`), and a render unit that follows
-/// etcd reloads it with `systemctl reload`. Backends run beside the test and
-/// the host shares the network, so curl reaches nginx and nginx the backends.
+/// The nginx example as `make install` installs it, under a real systemd:
+/// `web-lb.service` (discover render, sandboxed) pulls in
+/// `web-lb-nginx.service` (nginx, its first config rendered and checked
+/// before it starts) and reloads it with `systemctl reload` after each
+/// change. Backends run beside the test and the host shares the network,
+/// so curl reaches nginx and nginx the backends.
 #[tokio::test(flavor = "multi_thread")]
 async fn systemd_reload_unit_reloads_nginx_through_systemctl() {
     use harness::web::{backend, free_port, hits, wait_listening};
     let etcd = Etcd::single().await;
     let host = SystemdHost::start(HostConfig::new(&etcd.endpoints_arg())).await;
-    let prefix = harness::unique_prefix("reload-unit");
     let ports = [free_port(), free_port()];
     let backends: Vec<_> = ports.iter().map(|p| backend(*p)).collect();
     for (b, p) in backends.iter().zip(&ports) {
@@ -603,51 +608,27 @@ async fn systemd_reload_unit_reloads_nginx_through_systemctl() {
     }
     let lb_port = free_port();
     let c = etcd.client().await;
+    // The units' own keys (this etcd is the test's alone): nginx settings
+    // under /config/web-lb, backends under /services/web.
     for (k, v) in [
-        ("lb/listen", format!("\"127.0.0.1:{lb_port}\"")),
-        ("lb/pid", "\"/srv/lb/nginx.pid\"".to_owned()),
-        ("lb/error_log", "\"/srv/lb/error.log\"".to_owned()),
-        ("web/1", format!("127.0.0.1:{}", ports[0])),
+        ("/config/web-lb/listen", format!("\"127.0.0.1:{lb_port}\"")),
+        ("/services/web/1", format!("127.0.0.1:{}", ports[0])),
     ] {
-        c.put(&format!("{prefix}/{k}"), v).await.unwrap();
+        c.put(k, v).await.unwrap();
     }
-    // Debian's nginx makes its temp directories under /var/lib/nginx, which
-    // the host's skeleton root does not have.
-    host.run(&["mkdir", "-p", "/srv/lb", "/var/lib/nginx"]);
-    let nginx = "/usr/sbin/nginx -p /srv/lb/ -e /srv/lb/error.log";
-    let render = format!(
-        "/usr/local/bin/discover render --watch web={prefix}/web --config {prefix}/lb \
-         --template /usr/local/share/sidekick/examples/nginx-upstream/upstream.conf.j2:/srv/lb/nginx.conf:0644 \
-         --check-cmd \"{nginx} -t -q -c {{{{src}}}}\""
-    );
-    host.write_file(
-        "/etc/systemd/system/lb-nginx.service",
-        &format!(
-            "[Service]\nEnvironmentFile=/etc/default/sidekick\nType=forking\n\
-             PIDFile=/srv/lb/nginx.pid\nExecStartPre={render} --once\n\
-             ExecStart={nginx} -c /srv/lb/nginx.conf\n\
-             ExecReload={nginx} -s reload -c /srv/lb/nginx.conf\n"
-        ),
-    );
-    host.write_file(
-        "/etc/systemd/system/lb-render.service",
-        &format!(
-            "[Unit]\nAfter=lb-nginx.service\nRequires=lb-nginx.service\n\
-             [Service]\nEnvironmentFile=/etc/default/sidekick\n\
-             ExecStart={render} --reload-unit lb-nginx.service --wait 0\n"
-        ),
-    );
-    host.systemctl(&["daemon-reload"]);
-    host.systemctl(&["start", "lb-render.service"]);
+    // What Debian's nginx package creates, and the host's skeleton root
+    // lacks.
+    host.run(&["mkdir", "-p", "/var/lib/nginx", "/var/log/nginx"]);
+    host.systemctl(&["start", "web-lb.service"]);
     host.wait_journal(
-        "lb-render.service",
+        "web-lb.service",
         Duration::from_secs(30),
         "render to follow etcd",
         0,
         |l| l.contains("rendering; following etcd"),
     )
     .await;
-    let nginx_pid = host.main_pid("lb-nginx.service");
+    let nginx_pid = host.main_pid("web-lb-nginx.service");
     assert!(nginx_pid > 0, "{}", host.journal_all());
     let serving = |want: Vec<u16>, what: &'static str| {
         let want: std::collections::BTreeSet<String> = want.iter().map(u16::to_string).collect();
@@ -669,39 +650,36 @@ async fn systemd_reload_unit_reloads_nginx_through_systemctl() {
         }
     };
     serving(vec![ports[0]], "nginx to reach web/1").await;
-    assert_eq!(count(&host.journal("lb-nginx.service"), "Reloaded"), 0);
+    assert_eq!(count(&host.journal("web-lb-nginx.service"), "Reloaded"), 0);
 
     // Only a reload puts web/2 into nginx's rotation, and only systemd's
     // ExecReload (reached through `systemctl reload`) reloads nginx here.
-    c.put(
-        &format!("{prefix}/web/2"),
-        format!("127.0.0.1:{}", ports[1]),
-    )
-    .await
-    .unwrap();
+    c.put("/services/web/2", format!("127.0.0.1:{}", ports[1]))
+        .await
+        .unwrap();
     serving(
         ports.to_vec(),
         "nginx, reloaded by systemd, to send to web/2",
     )
     .await;
     host.wait_journal(
-        "lb-nginx.service",
+        "web-lb-nginx.service",
         Duration::from_secs(10),
         "systemd's reload",
         0,
         |l| l.contains("Reloaded"),
     )
     .await;
-    let j = host.journal("lb-nginx.service");
+    let j = host.journal("web-lb-nginx.service");
     assert_eq!(count(&j, "Reloaded"), 1, "one reload for one change\n{j}");
     assert_eq!(
-        host.main_pid("lb-nginx.service"),
+        host.main_pid("web-lb-nginx.service"),
         nginx_pid,
         "a reload, not a restart\n{j}"
     );
     assert!(
-        host.journal("lb-render.service").contains("reloaded"),
+        host.journal("web-lb.service").contains("reloaded"),
         "{}",
-        host.journal("lb-render.service")
+        host.journal("web-lb.service")
     );
 }
