@@ -62,6 +62,43 @@ async fn tls_with_client_certificates_for_the_library_and_both_tools() {
     let (code, out, err) = output(d);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "10.9.0.1\n1\n");
+
+    // discover through systemd credentials: no flag and no variable names
+    // a file, so etcd-cacert, etcd-cert and etcd-key come from
+    // $CREDENTIALS_DIRECTORY (what `LoadCredential=etcd-key:…` gives a
+    // unit). etcd asks for a client certificate, so all three were read.
+    let creds = tempfile::tempdir().unwrap();
+    for (name, file) in [
+        ("etcd-cacert", "ca.pem"),
+        ("etcd-cert", "client.pem"),
+        ("etcd-key", "client.key"),
+    ] {
+        std::fs::copy(pki.path(file), creds.path().join(name)).unwrap();
+    }
+    let mut d = tool("discover", &etcd);
+    d.args(["get", "/services/tls", "--format", "values"])
+        .env("CREDENTIALS_DIRECTORY", creds.path());
+    let (code, out, err) = output(d);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "10.9.0.1\n1\n");
+    // A certificate without its key is a usage error, before any I/O.
+    std::fs::remove_file(creds.path().join("etcd-key")).unwrap();
+    let mut d = tool("discover", &etcd);
+    d.args(["get", "/services/tls", "--format", "values"])
+        .env("CREDENTIALS_DIRECTORY", creds.path());
+    let (code, _, err) = output(d);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs its private key"), "{err}");
+    // Without both, etcd refuses the handshake (it asks every client for a
+    // certificate): the credentials were what made it work.
+    std::fs::remove_file(creds.path().join("etcd-cert")).unwrap();
+    let mut d = tool("discover", &etcd);
+    d.args(["get", "/services/tls", "--format", "values"])
+        .env("CREDENTIALS_DIRECTORY", creds.path());
+    let (code, _, err) = output(d);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("requires a client certificate"), "{err}");
+
     sk.signal(Signal::SIGTERM);
     assert_eq!(sk.wait_exit(Duration::from_secs(3)).await.code(), Some(0));
 }
