@@ -66,8 +66,9 @@
 //! * `error.rs`: the error type, and the only code that reads etcd's
 //!   wording (`classify`, `classify_cancel`).
 //! * `watch/`: the public watch types (`mod.rs`), the engine that resumes
-//!   and resyncs (`engine.rs`), and how events fold into its state
-//!   (`apply.rs`); `state.rs`: [`PrefixState`] for consumers.
+//!   and resyncs (`engine.rs`), what a failed or cancelled stream means
+//!   (`failure.rs`), and how events fold into its state (`apply.rs`);
+//!   `state.rs`: [`PrefixState`] for consumers.
 //! * `register/`: the registration handle (`mod.rs`), its actor
 //!   (`actor.rs`) and its lease (`lease.rs`).
 //! * `lease_group/`: many keys under one lease (`mod.rs`), their

@@ -4,6 +4,7 @@
 
 mod apply;
 mod engine;
+mod failure;
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
