@@ -179,16 +179,22 @@ struct Blocked {
     value: Vec<u8>,
 }
 
-/// The group's background task. Fields:
+/// The group's background task.
 struct Actor {
+    /// The request path to etcd.
     client: Client,
+    /// The lease TTL asked for.
     ttl: Duration,
+    /// How often a keep-alive is due (TTL/3 by default).
     interval: Duration,
     /// Adopt a live lease on the first acquisition only: after that, a
     /// lease we lost is not ours to take back.
     adopt: bool,
+    /// What the handle wants: the keys, or to stop.
     desired: watch::Receiver<Desired>,
+    /// Where the group stands, for the handle.
     state: watch::Sender<GroupState>,
+    /// The lease holding the keys, once granted or adopted.
     lease: Option<Lease>,
     /// What etcd holds under our lease: key to value (`None` when adopted
     /// without knowing the value, which is then rewritten or deleted).
@@ -200,8 +206,11 @@ struct Actor {
     conflicts: BTreeMap<String, LeaseId>,
     /// Blocked keys etcd refuses: key to the reason.
     refused: BTreeMap<String, String>,
+    /// The keep-alive stream for `lease`, once open.
     keeper: Option<Keeper>,
+    /// Delays between attempts while etcd refuses or does not answer.
     backoff: Backoff,
+    /// When the next attempt is due after a failure.
     retry_at: Option<Instant>,
     /// When to try blocked keys again.
     recheck_at: Option<Instant>,
