@@ -559,15 +559,10 @@ impl EtcdCluster {
     /// `etcdctl snapshot save`: member 0's whole store, as a backup is
     /// taken.
     pub fn snapshot_save(&self, path: &Path) {
-        let out = Command::new(etcdctl_binary())
-            .args(["--endpoints", &self.endpoint(0), "snapshot", "save"])
-            .arg(path)
-            .output()
-            .expect("run etcdctl snapshot save");
-        assert!(
-            out.status.success(),
-            "etcdctl snapshot save: {}",
-            String::from_utf8_lossy(&out.stderr)
+        etcdctl(
+            Command::new(etcdctl_binary())
+                .args(["--endpoints", &self.endpoint(0), "snapshot", "save"])
+                .arg(path),
         );
     }
 
@@ -588,22 +583,17 @@ impl EtcdCluster {
         };
         let data = arg("data-dir");
         std::fs::remove_dir_all(&data).expect("remove the old data dir");
-        let out = Command::new(etcdctl_binary())
-            .args(["snapshot", "restore"])
-            .arg(snapshot)
-            .args(["--name", &m.name, "--data-dir", &data])
-            .args(["--initial-cluster", &arg("initial-cluster")])
-            .args(["--initial-cluster-token", &arg("initial-cluster-token")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &arg("initial-advertise-peer-urls"),
-            ])
-            .output()
-            .expect("run etcdctl snapshot restore");
-        assert!(
-            out.status.success(),
-            "etcdctl snapshot restore: {}",
-            String::from_utf8_lossy(&out.stderr)
+        etcdctl(
+            Command::new(etcdctl_binary())
+                .args(["snapshot", "restore"])
+                .arg(snapshot)
+                .args(["--name", &m.name, "--data-dir", &data])
+                .args(["--initial-cluster", &arg("initial-cluster")])
+                .args(["--initial-cluster-token", &arg("initial-cluster-token")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &arg("initial-advertise-peer-urls"),
+                ]),
         );
         m.spawn();
         self.wait_member(0).await;
@@ -707,21 +697,26 @@ pub const SIDEKICK_PASSWORD: &str = "pw-Zq81x7Kd3";
 /// The root password.
 pub const ROOT_PASSWORD: &str = "root-pw-44Hs";
 
+/// Run an etcdctl command; panic with its stderr if it fails.
+fn etcdctl(cmd: &mut Command) {
+    let out = cmd.output().expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Turn on etcd's auth: a root user, and a user `sidekick` whose role can
 /// only read and write keys under `/services/`.
 pub fn enable_auth(etcd: &EtcdCluster) {
     let run = |args: &[&str]| {
-        let out = Command::new(etcdctl_binary())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", etcd.endpoints_arg()))
-            .args(args)
-            .output()
-            .expect("etcdctl");
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        etcdctl(
+            Command::new(etcdctl_binary())
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", etcd.endpoints_arg()))
+                .args(args),
+        )
     };
     run(&["user", "add", &format!("root:{ROOT_PASSWORD}")]);
     run(&["user", "grant-role", "root", "root"]);

@@ -75,27 +75,24 @@ async fn tls_with_client_certificates_for_the_library_and_both_tools() {
     ] {
         std::fs::copy(pki.path(file), creds.path().join(name)).unwrap();
     }
-    let mut d = tool("discover", &etcd);
-    d.args(["get", "/services/tls", "--format", "values"])
-        .env("CREDENTIALS_DIRECTORY", creds.path());
-    let (code, out, err) = output(d);
+    let get = || {
+        let mut d = tool("discover", &etcd);
+        d.args(["get", "/services/tls", "--format", "values"])
+            .env("CREDENTIALS_DIRECTORY", creds.path());
+        output(d)
+    };
+    let (code, out, err) = get();
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "10.9.0.1\n1\n");
     // A certificate without its key is a usage error, before any I/O.
     std::fs::remove_file(creds.path().join("etcd-key")).unwrap();
-    let mut d = tool("discover", &etcd);
-    d.args(["get", "/services/tls", "--format", "values"])
-        .env("CREDENTIALS_DIRECTORY", creds.path());
-    let (code, _, err) = output(d);
+    let (code, _, err) = get();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs its private key"), "{err}");
     // Without both, etcd refuses the handshake (it asks every client for a
     // certificate): the credentials were what made it work.
     std::fs::remove_file(creds.path().join("etcd-cert")).unwrap();
-    let mut d = tool("discover", &etcd);
-    d.args(["get", "/services/tls", "--format", "values"])
-        .env("CREDENTIALS_DIRECTORY", creds.path());
-    let (code, _, err) = output(d);
+    let (code, _, err) = get();
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("requires a client certificate"), "{err}");
 
