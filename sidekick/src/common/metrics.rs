@@ -102,7 +102,7 @@ impl Metrics {
         let watch_resyncs = counter(
             &mut registry,
             "watch_resyncs",
-            "Re-lists after the needed history was compacted",
+            "Re-lists after the history a watch needed was compacted, or went back (a restore)",
         );
         let events = Family::<Labels, Counter>::default();
         registry.register("events", "Watch events by action", events.clone());
