@@ -528,13 +528,21 @@ pub fn docker_cli(args: &[&str]) -> String {
 /// on a busy run another test's container could take it first ("Address
 /// already in use").
 pub fn move_stopped_container(name: &str, network: &str, old_ip: &str) -> String {
+    docker_cli(&["network", "disconnect", network, name]);
+    connect_pinned(name, network, old_ip)
+}
+
+/// Connect the stopped container `name` to `network` (a user-defined subnet
+/// such as [`FLANNEL_NETWORK`]) at a random address in
+/// `10.1.200.0`-`10.1.249.255`, outside the range Docker allocates from,
+/// and other than `not`. Returns the address.
+pub fn connect_pinned(name: &str, network: &str, not: &str) -> String {
     let ip = loop {
         let ip = format!("10.1.{}.{}", fastrand::u8(200..250), fastrand::u8(2..255));
-        if ip != old_ip {
+        if ip != not {
             break ip;
         }
     };
-    docker_cli(&["network", "disconnect", network, name]);
     docker_cli(&["network", "connect", "--ip", &ip, network, name]);
     ip
 }

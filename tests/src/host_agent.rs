@@ -152,8 +152,9 @@ impl Fleet {
         );
     }
 
-    /// Running containers of this fleet: name to bridge IP, from
-    /// `docker ps` and `docker inspect` (the oracle).
+    /// Running containers of this fleet: name to the address the agent
+    /// registers (the bridge's, else the only network's), from `docker ps`
+    /// and `docker inspect` (the oracle).
     pub fn running(&self) -> BTreeMap<String, String> {
         let ids = docker(&[
             "ps",
@@ -169,7 +170,7 @@ impl Fleet {
         let mut args = vec![
             "inspect",
             "-f",
-            "{{.Name}} {{.State.Running}} {{.NetworkSettings.Networks.bridge.IPAddress}}",
+            "{{.Name}} {{.State.Running}}{{range $n, $e := .NetworkSettings.Networks}} {{$n}}={{$e.IPAddress}}{{end}}",
         ];
         args.extend(ids);
         docker(&args)
@@ -178,7 +179,13 @@ impl Fleet {
                 let mut it = l.split_whitespace();
                 let name = it.next()?.trim_start_matches('/').to_owned();
                 (it.next()? == "true").then_some(())?;
-                Some((name, it.next().unwrap_or_default().to_owned()))
+                let nets: Vec<(&str, &str)> = it.filter_map(|n| n.split_once('=')).collect();
+                let ip = match nets.iter().find(|(n, _)| *n == "bridge") {
+                    Some((_, ip)) => ip,
+                    None if nets.len() == 1 => nets[0].1,
+                    None => "",
+                };
+                Some((name, ip.to_owned()))
             })
             .collect()
     }

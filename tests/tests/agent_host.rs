@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::docker::DOCKER_SOCKET;
+use harness::docker::{DOCKER_SOCKET, FLANNEL_NETWORK};
 use harness::host_agent::{Fleet, Spec, converges, etcd_map, host_agent};
 use harness::notify::NotifySocket;
 use harness::proc::{Proc, sidekick};
@@ -186,20 +186,21 @@ async fn fifty_labelled_containers_are_registered_the_rest_ignored_or_reported()
     fleet.cli(&["start"], &["m0", "m1"]).await;
     fleet.cli(&["restart", "-t", "1"], &["m2"]).await;
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
-    // Move m3 to a new address while it is stopped.
+    // Move m3 to a new address while it is stopped: off the default bridge
+    // (where Docker may hand a freed address straight back, or to another
+    // test's container) onto a user-defined network, at an address Docker
+    // never allocates. Its only network now, so the one the agent uses.
     let before = etcd_map(&etcd, &prefix).await[&key("m3")].clone();
     fleet.cli(&["stop", "-t", "1"], &["m3"]).await;
-    // A filler takes the freed address where Docker allocates lowest-free,
-    // and a reconnect gives m3 the next address where it allocates serially:
-    // either way m3 comes back elsewhere.
-    fleet.start(vec![Spec::new("filler")]).await;
+    harness::Docker::connect().await; // the user-defined network exists
     let m3 = fleet.name("m3");
     harness::docker::docker_cli(&["network", "disconnect", "bridge", &m3]);
-    harness::docker::docker_cli(&["network", "connect", "bridge", &m3]);
+    let ip = harness::docker::connect_pinned(&m3, FLANNEL_NETWORK, "");
     fleet.cli(&["start"], &["m3"]).await;
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
     let after = etcd_map(&etcd, &prefix).await[&key("m3")].clone();
     assert_ne!(before, after, "m3 moved to a new address\n{}", p.dump());
+    assert_eq!(after, format!("{ip}:11211"), "{}", p.dump());
     assert!(p.stderr().matches("panicked").count() == 0, "{}", p.dump());
 }
 
