@@ -165,6 +165,17 @@ impl Proc {
             .count()
     }
 
+    /// The first stdout line that satisfies `pred` within `timeout`, or
+    /// `None`: for a caller that has more to say than [`Proc::dump`] when
+    /// the line never comes.
+    pub async fn stdout_within(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        Self::nth_within(&self.out, timeout, 1, pred).await
+    }
+
     async fn wait_in(
         &self,
         lines: &Lines,
@@ -173,6 +184,22 @@ impl Proc {
         n: usize,
         pred: impl Fn(&str) -> bool,
     ) -> String {
+        Self::nth_within(lines, timeout, n, pred)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.dump()
+                )
+            })
+    }
+
+    async fn nth_within(
+        lines: &Lines,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((_, l)) = lines
@@ -182,13 +209,10 @@ impl Proc {
                 .filter(|(_, l)| pred(l))
                 .nth(n.saturating_sub(1))
             {
-                return l.clone();
+                return Some(l.clone());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n{}",
-                    self.dump()
-                );
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
