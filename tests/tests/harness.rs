@@ -209,27 +209,21 @@ async fn tcp_line(ip: &str, port: u16) -> String {
 async fn a_write_acknowledged_before_a_kill_survives_the_restart() {
     let mut etcd = Etcd::single().await;
     for n in 0..15 {
-        let mut c = etcd.raw_client().await;
-        let rev = c
-            .put("/harness/kill/k", format!("v{n}"), None)
+        let value = format!("v{n}");
+        let rev = etcd
+            .client()
             .await
-            .unwrap()
-            .header()
-            .unwrap()
-            .revision();
+            .put("/harness/kill/k", value.as_str())
+            .await
+            .unwrap();
         etcd.kill(0);
         etcd.restart(0).await;
-        let mut c = etcd.raw_client().await;
-        let got = c.get("/harness/kill/k", None).await.unwrap();
-        let kv = got
-            .kvs()
-            .first()
-            .map(|kv| (kv.mod_revision(), kv.value().to_vec()));
+        let got = etcd.client().await.get("/harness/kill/k").await.unwrap();
         assert_eq!(
-            kv,
-            Some((rev, format!("v{n}").into_bytes())),
+            got.as_ref().map(|n| (n.mod_revision(), n.value_str())),
+            Some((rev, Some(value.as_str()))),
             "round {n}: the write acknowledged at revision {rev} before the kill; etcd now at {}",
-            got.header().unwrap().revision()
+            etcd.revision().await
         );
     }
 }
