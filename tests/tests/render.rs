@@ -662,11 +662,15 @@ async fn once_and_dry_run() {
     ];
     let base: Vec<&str> = base.iter().map(String::as_str).collect();
     let want = "lb 8081 rTrue\nb 10.0.0.2 3002 h2\na 10.0.0.1 3001 -\n";
+    // `discover render` with the arguments above and `extra`.
+    let render = |extra: &[&str]| {
+        Proc::spawn(harness::proc::discover(
+            &etcd,
+            &[base.as_slice(), extra].concat(),
+        ))
+    };
 
-    let mut dry = Proc::spawn(harness::proc::discover(
-        &etcd,
-        &[base.as_slice(), &["--once", "--dry-run"]].concat(),
-    ));
+    let mut dry = render(&["--once", "--dry-run"]);
     assert!(
         dry.wait_exit(Duration::from_secs(30)).await.success(),
         "{}",
@@ -675,10 +679,7 @@ async fn once_and_dry_run() {
     assert_eq!(dry.stdout_lines().join("\n") + "\n", want, "{}", dry.dump());
     assert!(!dir.path().join("out").exists(), "--dry-run wrote the file");
 
-    let mut once = Proc::spawn(harness::proc::discover(
-        &etcd,
-        &[base.as_slice(), &["--once"]].concat(),
-    ));
+    let mut once = render(&["--once"]);
     assert!(
         once.wait_exit(Duration::from_secs(30)).await.success(),
         "{}",
@@ -699,21 +700,37 @@ async fn once_and_dry_run() {
     c.put(&format!("{prefix}/web/c"), "10.0.0.3:3003")
         .await
         .unwrap();
-    let mut bad = Proc::spawn(harness::proc::discover(
-        &etcd,
-        &[
-            base.as_slice(),
-            &[
-                "--once",
-                "--check-cmd",
-                "sh -c 'echo nope: $0 >&2; exit 3' {{src}}",
-            ],
-        ]
-        .concat(),
-    ));
+    let mut bad = render(&[
+        "--once",
+        "--check-cmd",
+        "sh -c 'echo nope: $0 >&2; exit 3' {{src}}",
+    ]);
     let st = bad.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(st.code(), Some(1), "{}", bad.dump());
     assert!(bad.stderr().contains("nope"), "{}", bad.dump());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        want
+    );
+
+    // A check that outlives --cmd-timeout is killed and counts as failed:
+    // exit 1, the message names the flag, the file untouched.
+    let mut slow = render(&[
+        "--once",
+        "--cmd-timeout",
+        "1s",
+        "--check-cmd",
+        "sh -c 'sleep 600' {{src}}",
+    ]);
+    let st = slow.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(st.code(), Some(1), "{}", slow.dump());
+    assert!(
+        slow.stderr()
+            .contains("did not finish within 1s; it was killed")
+            && slow.stderr().contains("--cmd-timeout"),
+        "{}",
+        slow.dump()
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out")).unwrap(),
         want

@@ -85,7 +85,9 @@ pub async fn run_argv(argv: &[String], timeout: Duration) -> anyhow::Result<Stri
         .with_context(|| format!("cannot run {prog:?}"))?;
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(r) => r.with_context(|| format!("cannot wait for {prog:?}"))?,
-        Err(_) => bail!("{argv:?} did not finish within {timeout:?}; it was killed"),
+        Err(_) => bail!(
+            "{argv:?} did not finish within {timeout:?}; it was killed (give it longer with --cmd-timeout)"
+        ),
     };
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
