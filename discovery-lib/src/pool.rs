@@ -4,8 +4,9 @@
 //! cannot be told that a member stopped answering (frozen by SIGSTOP, or
 //! behind a half-open network path): the connection looks healthy until
 //! TCP (or HTTP/2 pings, when asked for) gives up, which takes seconds at
-//! best, and meanwhile requests and new streams keep landing there. A registration whose keep-alives
-//! land on a frozen member twice in a row loses its lease.
+//! best, and meanwhile requests and new streams keep landing there. A
+//! registration whose keep-alives land on a frozen member twice in a row
+//! loses its lease.
 //!
 //! So the library keeps a connection per member of its own. Each request
 //! goes to a member it has no reason to doubt (in turn, to spread the
