@@ -3,8 +3,12 @@
 //! crates (etcd-client, bollard) on the same single-threaded runtime, and
 //! no logic at all. What the stack itself costs at that cadence.
 //!
+//! `idle` does neither: a process that only wakes up every interval, with
+//! tokio's timer, which is what any design at that cadence pays for its
+//! wake-ups before it does anything.
+//!
 //! ```text
-//! bare-sidekick ENDPOINT CONTAINER [INTERVAL_MS] [both|keepalive|inspect|list]
+//! bare-sidekick ENDPOINT CONTAINER [INTERVAL_MS] [both|keepalive|inspect|list|idle]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: bare-sidekick ENDPOINT CONTAINER [INTERVAL_MS] [both|keepalive|inspect|list]";
+        "usage: bare-sidekick ENDPOINT CONTAINER [INTERVAL_MS] [both|keepalive|inspect|list|idle]";
     let endpoint = args.get(1).expect(usage).clone();
     let container = args.get(2).expect(usage).clone();
     let every = Duration::from_millis(args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2667));
@@ -28,6 +32,11 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
+        if mode == "idle" {
+            loop {
+                tokio::time::sleep(every).await;
+            }
+        }
         let mut etcd = etcd_client::Client::connect([endpoint], None)
             .await
             .expect("etcd");

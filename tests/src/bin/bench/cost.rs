@@ -4,7 +4,13 @@
 //! only on events and at the 60 s safety resync) and
 //! at the loop's own cadence (every 5 s), and the bare stack doing the same
 //! two operations with no logic at all (the floor), also split into each
-//! operation alone. The window is cut into slices, each a measurement.
+//! operation alone, and a process that only wakes up. The window is cut
+//! into slices, each a measurement. Each of our processes runs in
+//! [`COPIES`] side by side: on a VM, the same process measures several
+//! times cheaper or dearer depending on its core and neighbours, so the
+//! median is taken over copies and slices together. Wake-ups (voluntary
+//! context switches) are counted too: unlike CPU time, they do not depend
+//! on the machine.
 
 use std::time::Duration;
 
@@ -15,11 +21,11 @@ use harness::proc::{Proc, sidekick};
 use harness::{Docker, Etcd, RawWatch};
 
 use crate::peer;
-use crate::procfs::{cpu, cpu_precise, rss_kib, tree_rss_kib};
+use crate::procfs::{cpu, cpu_precise, rss_kib, tree_rss_kib, wakeups};
 use crate::v2::V2Watch;
 
 /// The measured processes, in report order.
-pub const WHO: [&str; 7] = [
+pub const WHO: [&str; 8] = [
     "sidekick (defaults: keep-alive every 2.67 s, resync 60 s)",
     "sidekick --interval 5s (the loop's cadence)",
     "bash loop (and its children)",
@@ -27,12 +33,25 @@ pub const WHO: [&str; 7] = [
     "floor: keep-alive alone, every 2.67 s",
     "floor: inspect alone, every 2.67 s",
     "floor: keep-alive + inspect, every 5 s",
+    "floor: wake-up alone (tokio's timer, no I/O), every 2.67 s",
 ];
+
+/// Each one's cadence, in milliseconds (wake-ups are counted per cycle).
+pub const CADENCE_MS: [u64; 8] = [2667, 5000, 5000, 2667, 2667, 2667, 5000, 2667];
+
+/// Copies of each of our processes (the loop runs once: it is the heavy one).
+pub const COPIES: usize = 3;
+
+/// The index of the bash loop in [`WHO`].
+pub const LOOP: usize = 2;
 
 pub struct Cost {
     pub window: Duration,
-    /// CPU seconds per hour, one value per slice, for each of [`WHO`].
-    pub per_hour: [Vec<f64>; 7],
+    /// CPU seconds per hour, one value per slice and copy, for each of [`WHO`].
+    pub per_hour: [Vec<f64>; 8],
+    /// Wake-ups per cycle ([`CADENCE_MS`]), one value per slice and copy,
+    /// for each of [`WHO`] but the loop (whose forks make it meaningless).
+    pub wakes: [Vec<f64>; 8],
     pub rss_ours: Vec<f64>,
     pub rss_peer: Vec<f64>,
     pub writes_ours: usize,
@@ -56,42 +75,67 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, window: Du
         c.env("RUST_LOG", "warn");
         Proc::spawn(c)
     };
-    let ours = quiet(&["--key", "/services/cost/1", "--container", o.name()]);
-    let ours5 = quiet(&[
-        "--key",
-        "/services/cost/5",
-        "--container",
-        o5.name(),
-        "--interval",
-        "5s",
-    ]);
+    let key = |base: &str, k: usize| {
+        if k == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}-{k}")
+        }
+    };
     let script = peer::script(dir, None);
-    let loop_ = peer::spawn(&script, &etcd.endpoint(0), "costpeer", 1, p.name());
     let floor = |every_ms: &str, mode: &str| {
         let mut c = std::process::Command::new(harness::proc::bin_path("bare-sidekick"));
         c.args([etcd.endpoint(0).as_str(), f.name(), every_ms, mode])
             .env_remove("DOCKER_HOST");
         Proc::spawn(c)
     };
-    let floors = [
-        floor("2667", "both"),
-        floor("2667", "keepalive"),
-        floor("2667", "inspect"),
-        floor("5000", "both"),
-    ];
+    // procs[i] holds the copies of WHO[i].
+    let mut procs: Vec<Vec<Proc>> = (0..WHO.len()).map(|_| Vec::new()).collect();
+    for k in 0..COPIES {
+        let k1 = key("/services/cost/1", k);
+        let k5 = key("/services/cost/5", k);
+        procs[0].push(quiet(&["--key", &k1, "--container", o.name()]));
+        procs[1].push(quiet(&[
+            "--key",
+            &k5,
+            "--container",
+            o5.name(),
+            "--interval",
+            "5s",
+        ]));
+        procs[3].push(floor("2667", "both"));
+        procs[4].push(floor("2667", "keepalive"));
+        procs[5].push(floor("2667", "inspect"));
+        procs[6].push(floor("5000", "both"));
+        procs[7].push(floor("2667", "idle"));
+    }
+    procs[LOOP].push(peer::spawn(
+        &script,
+        &etcd.endpoint(0),
+        "costpeer",
+        1,
+        p.name(),
+    ));
     // Let everything settle into its steady state first (the loop's first
     // write comes after its first 5 s sleep).
     tokio::time::sleep(Duration::from_secs(7).min(window * 2)).await;
-    let sample = || -> [Duration; 7] {
-        [
-            cpu_precise(ours.pid()),
-            cpu_precise(ours5.pid()),
-            cpu(loop_.pid(), true),
-            cpu_precise(floors[0].pid()),
-            cpu_precise(floors[1].pid()),
-            cpu_precise(floors[2].pid()),
-            cpu_precise(floors[3].pid()),
-        ]
+    let sample = |procs: &[Vec<Proc>]| -> Vec<Vec<(Duration, u64)>> {
+        procs
+            .iter()
+            .enumerate()
+            .map(|(i, copies)| {
+                copies
+                    .iter()
+                    .map(|p| {
+                        if i == LOOP {
+                            (cpu(p.pid(), true), 0)
+                        } else {
+                            (cpu_precise(p.pid()), wakeups(p.pid()))
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     };
     let writes = |raw: &RawWatch| {
         raw.events()
@@ -102,32 +146,41 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, window: Du
     let (ro0, rp0) = (writes(&raw), v2.events().len());
     let slices = 6u32;
     let slice = window / slices;
-    let mut per_hour: [Vec<f64>; 7] = Default::default();
+    let mut per_hour: [Vec<f64>; 8] = Default::default();
+    let mut wakes: [Vec<f64>; 8] = Default::default();
     let mut rss_ours = Vec::new();
     let mut rss_peer = Vec::new();
+    let (ours, loop_pid) = (procs[0][0].pid(), procs[LOOP][0].pid());
     let t0 = Instant::now();
     for _ in 0..slices {
-        let (start, before) = (Instant::now(), sample());
+        let (start, before) = (Instant::now(), sample(&procs));
         while start.elapsed() < slice {
-            rss_ours.push(rss_kib(ours.pid()) as f64 / 1024.0);
-            rss_peer.push(tree_rss_kib(loop_.pid()) as f64 / 1024.0);
+            rss_ours.push(rss_kib(ours) as f64 / 1024.0);
+            rss_peer.push(tree_rss_kib(loop_pid) as f64 / 1024.0);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (took, after) = (start.elapsed(), sample());
-        for (i, v) in per_hour.iter_mut().enumerate() {
-            let used = after[i].saturating_sub(before[i]);
-            v.push(used.as_secs_f64() * 3600.0 / took.as_secs_f64());
+        let (took, after) = (start.elapsed(), sample(&procs));
+        for i in 0..WHO.len() {
+            let cycles = took.as_secs_f64() * 1000.0 / CADENCE_MS[i] as f64;
+            for (b, a) in before[i].iter().zip(&after[i]) {
+                let used = a.0.saturating_sub(b.0);
+                per_hour[i].push(used.as_secs_f64() * 3600.0 / took.as_secs_f64());
+                if i != LOOP {
+                    wakes[i].push(a.1.saturating_sub(b.1) as f64 / cycles);
+                }
+            }
         }
     }
     let cost = Cost {
         window: t0.elapsed(),
         per_hour,
+        wakes,
         rss_ours,
         rss_peer,
         writes_ours: writes(&raw) - ro0,
         writes_peer: v2.events().len() - rp0,
     };
-    drop((ours, ours5, loop_, floors));
+    drop(procs);
     for c in [o, o5, p, f] {
         c.remove().await;
     }

@@ -67,3 +67,20 @@ pub fn cpu_precise(pid: i32) -> Duration {
     }
     Duration::from_nanos(ns)
 }
+
+/// Wake-ups of every thread of `pid` so far: its voluntary context
+/// switches (each one a sleep that something had to end).
+pub fn wakeups(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
