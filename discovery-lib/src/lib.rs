@@ -75,10 +75,12 @@
 //!   conditional writes (`write.rs`) and the group's lease (`lease.rs`).
 //! * `keep_alive.rs`: what both keep a lease alive with: the lease as last
 //!   confirmed, and a keep-alive stream that moves to another member when
-//!   it goes silent.
+//!   it goes silent; `alarm.rs`: the timer that wakes it, once per
+//!   keep-alive.
 //! * `members.rs`, `config.rs`: views built on the watch.
 #![deny(missing_docs)]
 
+mod alarm;
 mod client;
 mod config;
 mod connect;

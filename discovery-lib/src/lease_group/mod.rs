@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::Client;
+use crate::alarm::Alarm;
 use crate::error::{Class, Error, Result, classify};
 use crate::keep_alive::{self, Keeper, Lease, next_answer};
 use crate::key::validate_key;
@@ -114,6 +115,7 @@ pub(crate) fn spawn(
         conflicts: BTreeMap::new(),
         refused: BTreeMap::new(),
         keeper: None,
+        alarm: Default::default(),
         backoff: Backoff::for_registration(),
         retry_at: None,
         recheck_at: None,
@@ -208,6 +210,8 @@ struct Actor {
     refused: BTreeMap<String, String>,
     /// The keep-alive stream for `lease`, once open.
     keeper: Option<Keeper>,
+    /// What wakes us when the keeper's next keep-alive is due.
+    alarm: Alarm,
     /// Delays between attempts while etcd refuses or does not answer.
     backoff: Backoff,
     /// When the next attempt is due after a failure.
@@ -297,7 +301,7 @@ impl Actor {
                 Wake::Desired
             }
             r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
-            _ = sleep_until_opt(keeper_next) => Wake::Tick,
+            _ = self.alarm.until(keeper_next) => Wake::Tick,
             _ = sleep_until_opt(retry_at) => Wake::Retry,
             _ = sleep_until_opt(recheck_at) => Wake::Recheck,
         }

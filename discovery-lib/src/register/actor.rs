@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::lease::lease_error;
 use super::{Desired, KEY_WATCH_IDLE, RegistrationState};
+use crate::alarm::Alarm;
 use crate::client::Client;
 use crate::error::{Class, Error, Result, classify};
 use crate::keep_alive::{Keeper, Lease, next_answer};
@@ -44,6 +45,8 @@ pub(super) struct Actor {
     pub(super) written: Option<(Vec<u8>, i64)>,
     /// The keep-alive stream for `lease`, once open.
     pub(super) keeper: Option<Keeper>,
+    /// What wakes us when the keeper's next keep-alive is due.
+    pub(super) alarm: Alarm,
     /// A watch on our own key from the revision we wrote it at: a safety
     /// net that sees a delete or another writer behind our back. The same
     /// engine as every prefix watch (`Scope::Key`), so a cancel, a stale
@@ -146,7 +149,7 @@ impl Actor {
             }
             r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
             // Keep-alives before the key watch: nothing it does may delay them.
-            _ = sleep_until_opt(keeper_next) => Wake::Tick,
+            _ = self.alarm.until(keeper_next) => Wake::Tick,
             r = next_key_event(&mut self.key_watch) => Wake::KeyEvent(r),
             _ = sleep_until_opt(retry_at) => Wake::Retry,
         }
