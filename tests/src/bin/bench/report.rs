@@ -360,7 +360,9 @@ pub fn render_p4(c: &Cost) -> String {
          Docker is inspected only when an event names the container and at the 60 s safety resync) and at the loop's own cadence (`--interval 5s`); the bash loop, counting every docker, jq and etcdctl it forked (bash's \
          own time and its reaped children's); and the floor, `bare-sidekick`, which does the same two operations every 2.67 s with the same \
          crates (etcd-client, bollard) on the same single-threaded runtime and nothing else, also with each operation alone, and \
-         a process that only wakes up every 2.67 s. CPU of our \
+         a process that only wakes up every 2.67 s. The floors sleep with tokio's timer; the sidekick times its keep-alives with a \
+         timerfd (`discovery-lib/src/alarm.rs`), which wakes it once per keep-alive where tokio's timer wakes it two or three \
+         times, so it can wake less often than the floor. CPU of our \
          processes from schedstat (nanoseconds), of the loop from clock ticks. The window is cut into {} slices; each slice is one \
          measurement, extrapolated to CPU seconds per hour. Each of our processes runs in {} copies side by side (on this VM the same \
          process measures several times cheaper or dearer depending on its core and neighbours), so n counts slices × copies.\n",
@@ -377,8 +379,8 @@ pub fn render_p4(c: &Cost) -> String {
         "CPU s/h",
     );
     o.push_str(
-        "Wake-ups per cycle (voluntary context switches per keep-alive interval, all threads; the same on any machine, \
-         unlike CPU time):\n\n| | median | min | max |\n|---|---|---|---|\n",
+        "Wake-ups per cycle (voluntary context switches per keep-alive interval, all threads; unlike CPU time, nearly the same on any \
+         machine):\n\n| | median | min | max |\n|---|---|---|---|\n",
     );
     for (i, w) in WHO.iter().enumerate() {
         if i == LOOP {
@@ -393,6 +395,10 @@ pub fn render_p4(c: &Cost) -> String {
             num(s.max)
         );
     }
+    o.push_str(
+        "\nA keep-alive cannot cost fewer than two wake-ups: one to send it, one for etcd's answer (etcd's flow-control ping \
+         mostly arrives with it). Docker's resync adds a few a minute.\n",
+    );
     o.push('\n');
     o.push_str("| | RSS median | RSS max | etcd writes/hour |\n|---|---|---|---|\n");
     let _ = writeln!(
