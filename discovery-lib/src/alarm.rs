@@ -4,18 +4,21 @@
 //! Why not `tokio::time::sleep_until`: tokio keeps its timers in a
 //! hierarchical wheel, and a deadline seconds away sits in a coarse level.
 //! The runtime wakes when that level's slot comes due (up to 64 ms early)
-//! to move the entry down a level, and again when it fires, and firing
-//! from inside the driver costs it one more self-wake through its eventfd.
-//! Measured here (`make bench`, P4's wake-up table, and the plain loop in
-//! `tests/src/bin/bare-sidekick.rs idle`): 2.66 voluntary context switches
-//! per 2.67 s sleep; a `timerfd` armed for the deadline and read through
-//! tokio's reactor: 1.00, and half the CPU on a VM, where every wake-up
-//! is dear. A sidekick spends most of its life waiting for its next
-//! keep-alive, so this is most of what it costs.
+//! to move the entry down a level, and again when it fires; firing from
+//! inside the driver also writes its eventfd to wake itself (two more
+//! system calls). Measured on this project's 2-core VM (`make bench`,
+//! P4's wake-up table): a process that only sleeps 2.67 s at a time with
+//! tokio's timer wakes 2.66 times per sleep (`bare-sidekick idle`); the
+//! same loop on a timerfd read through tokio's reactor woke 1.00 times,
+//! for about half the CPU; and the sidekick went from 3.99 wake-ups per
+//! keep-alive to 2.27, 2 being the least a keep-alive can cost (sending
+//! it, and etcd's answer). On a VM every wake-up is dear, and a sidekick
+//! spends most of its life waiting for its next keep-alive.
 //!
 //! Elsewhere than on Linux, or if the kernel refuses a timerfd, the alarm
-//! falls back to tokio's timer. It follows the real monotonic clock, so
-//! it does not advance with tokio's paused test clock.
+//! falls back to tokio's timer. It needs tokio's I/O driver, as the etcd
+//! client does anyway. It follows the real monotonic clock, so it does
+//! not advance with tokio's paused test clock.
 
 use tokio::time::Instant;
 
