@@ -9,7 +9,8 @@
 //! system calls). Measured on this project's 2-core VM (`make bench`,
 //! P4's wake-up table): a process that only sleeps 2.67 s at a time with
 //! tokio's timer wakes 2.66 times per sleep (`bare-sidekick idle`); the
-//! same loop on a timerfd read through tokio's reactor woke 1.00 times,
+//! same loop on a timerfd read through tokio's reactor (a one-off program,
+//! 4 copies of each side by side for 120 s) woke 1.00 times,
 //! for about half the CPU; and the sidekick went from 3.99 wake-ups per
 //! keep-alive to 2.27, 2 being the least a keep-alive can cost (sending
 //! it, and etcd's answer). On a VM every wake-up is dear, and a sidekick
