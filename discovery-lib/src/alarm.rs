@@ -1,5 +1,6 @@
-//! The keep-alive's clock: one timer per lease that wakes the process once
-//! per keep-alive, where tokio's timer wakes it two or three times.
+//! The keep-alive's clock: one timer per keep-alive stream, which wakes
+//! the process once per keep-alive where tokio's timer wakes it two or
+//! three times.
 //!
 //! Why not `tokio::time::sleep_until`: tokio keeps its timers in a
 //! hierarchical wheel, and a deadline seconds away sits in a coarse level.
@@ -26,25 +27,33 @@ use tokio::time::Instant;
 /// One re-armable deadline.
 #[derive(Debug, Default)]
 pub(crate) struct Alarm {
-    /// The timer, once made (on first use, inside the runtime); `None`
-    /// until then, and for good where it cannot be made.
+    /// The timer, made on first use (inside the runtime).
     #[cfg(target_os = "linux")]
-    fd: Option<tokio::io::unix::AsyncFd<linux::Fd>>,
-    /// The timer could not be made: use tokio's.
-    #[cfg(target_os = "linux")]
-    unavailable: bool,
-    /// The deadline the timer is armed for.
-    #[cfg(target_os = "linux")]
-    armed: Option<Instant>,
+    timer: Timer,
+}
+
+/// Where an alarm's timer stands.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Default)]
+enum Timer {
+    /// Not made yet.
+    #[default]
+    Unmade,
+    /// A timerfd, armed for `armed` if that is set.
+    Fd {
+        /// The timer, registered with tokio's reactor.
+        fd: tokio::io::unix::AsyncFd<linux::Fd>,
+        /// The deadline it is armed for; `None` once it fired.
+        armed: Option<Instant>,
+    },
+    /// The kernel refused it: tokio's timer, for good.
+    Tokio,
 }
 
 impl Alarm {
-    /// Resolve at `at`; never, without a deadline. Cancel-safe: dropped
-    /// and called again with the same deadline, it keeps waiting for it.
-    pub(crate) async fn until(&mut self, at: Option<Instant>) {
-        let Some(at) = at else {
-            return std::future::pending().await;
-        };
+    /// Resolve at `at`. Cancel-safe: dropped and called again with the
+    /// same deadline, it keeps waiting for it.
+    pub(crate) async fn until(&mut self, at: Instant) {
         #[cfg(target_os = "linux")]
         if self.wait_fd(at).await.is_ok() {
             return;
@@ -97,61 +106,51 @@ impl Alarm {
         use nix::sys::time::TimeSpec;
         use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
 
-        if self.unavailable {
-            return Err(());
-        }
-        if self.fd.is_none() {
-            let made = linux::new()
+        if matches!(self.timer, Timer::Unmade) {
+            self.timer = match linux::new()
                 .map_err(std::io::Error::from)
-                .and_then(linux::register);
-            match made {
-                Ok(fd) => self.fd = Some(fd),
+                .and_then(linux::register)
+            {
+                Ok(fd) => Timer::Fd { fd, armed: None },
                 Err(e) => {
                     tracing::debug!(error = %e, "no timerfd; keep-alives use tokio's timer");
-                    self.unavailable = true;
-                    return Err(());
+                    Timer::Tokio
                 }
-            }
+            };
         }
-        let Some(fd) = self.fd.as_ref() else {
+        let Timer::Fd { fd, armed } = &mut self.timer else {
             return Err(());
         };
-        loop {
+        let broken = loop {
             let now = Instant::now();
             if now >= at {
                 return Ok(());
             }
-            if self.armed != Some(at) {
+            if *armed != Some(at) {
                 // Relative to now: tokio's Instant is the monotonic clock,
                 // but it does not give its raw time for an absolute timer.
                 // Re-arming also clears an expiry of the old deadline.
-                let left = TimeSpec::from_duration(at - now);
-                if fd
-                    .get_ref()
-                    .0
-                    .set(Expiration::OneShot(left), TimerSetTimeFlags::empty())
-                    .is_err()
-                {
-                    self.unavailable = true;
-                    return Err(());
+                let left = Expiration::OneShot(TimeSpec::from_duration(at - now));
+                if let Err(e) = fd.get_ref().0.set(left, TimerSetTimeFlags::empty()) {
+                    break std::io::Error::from(e);
                 }
-                self.armed = Some(at);
+                *armed = Some(at);
             }
-            let Ok(mut ready) = fd.readable().await else {
-                self.unavailable = true;
-                return Err(());
+            let mut ready = match fd.readable().await {
+                Ok(ready) => ready,
+                Err(e) => break e,
             };
             match ready.get_inner().0.wait() {
                 // Fired: the loop checks the clock (and re-arms if the
                 // deadline moved meanwhile).
-                Ok(()) => self.armed = None,
+                Ok(()) => *armed = None,
                 Err(Errno::EAGAIN) => ready.clear_ready(),
-                Err(_) => {
-                    self.unavailable = true;
-                    return Err(());
-                }
+                Err(e) => break e.into(),
             }
-        }
+        };
+        tracing::debug!(error = %broken, "the timerfd failed; keep-alives use tokio's timer");
+        self.timer = Timer::Tokio;
+        Err(())
     }
 }
 
@@ -165,28 +164,29 @@ mod tests {
     async fn fires_at_its_deadline_and_again_after_being_moved_or_dropped() {
         let mut alarm = Alarm::default();
         let t0 = Instant::now();
-        alarm.until(Some(t0 + Duration::from_millis(30))).await;
+        alarm.until(t0 + Duration::from_millis(30)).await;
         assert!(t0.elapsed() >= Duration::from_millis(30));
 
         // Dropped before its deadline, then awaited again: still fires.
         let at = Instant::now() + Duration::from_millis(40);
-        let early = tokio::time::timeout(Duration::from_millis(5), alarm.until(Some(at))).await;
+        let early = tokio::time::timeout(Duration::from_millis(5), alarm.until(at)).await;
         assert!(early.is_err(), "fired 35 ms early");
-        alarm.until(Some(at)).await;
+        alarm.until(at).await;
         assert!(Instant::now() >= at);
 
         // Moved later while armed: the old expiry does not wake it early.
         let first = Instant::now() + Duration::from_millis(10);
-        let _ = tokio::time::timeout(Duration::from_millis(1), alarm.until(Some(first))).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), alarm.until(first)).await;
         let later = first + Duration::from_millis(40);
-        alarm.until(Some(later)).await;
+        alarm.until(later).await;
         assert!(Instant::now() >= later);
 
-        // A deadline already past resolves at once; none never does.
-        alarm.until(Some(t0)).await;
-        let never = tokio::time::timeout(Duration::from_millis(20), alarm.until(None)).await;
-        assert!(never.is_err());
+        // A deadline already past resolves at once.
+        alarm.until(t0).await;
         #[cfg(target_os = "linux")]
-        assert!(!alarm.unavailable, "the timerfd was not used");
+        assert!(
+            matches!(alarm.timer, Timer::Fd { .. }),
+            "the timerfd was not used"
+        );
     }
 }

@@ -15,6 +15,7 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 
+use crate::alarm::Alarm;
 use crate::client::Client;
 
 /// A lease as we last knew it.
@@ -118,6 +119,8 @@ pub(crate) struct Keeper {
     conn: usize,
     /// The etcd member that answers this stream, once one has.
     member: Option<u64>,
+    /// What wakes the owner when `next` comes.
+    alarm: Alarm,
 }
 
 impl Keeper {
@@ -144,12 +147,8 @@ impl Keeper {
             pending: None,
             conn,
             member: None,
+            alarm: Alarm::default(),
         })
-    }
-
-    /// When [`Keeper::send`] is due.
-    pub(crate) fn next(&self) -> Instant {
-        self.next
     }
 
     /// Send the keep-alive that is due, or find that the last one went
@@ -199,18 +198,31 @@ pub(crate) fn answered(
     keeper.as_mut().and_then(|k| k.answered(member, interval))
 }
 
-/// The next answer on `k`'s stream: the TTL left and the member that
-/// answered; `None` when the stream ended. Never, without a stream.
-pub(crate) async fn next_answer(
-    k: &mut Option<Keeper>,
-) -> Result<Option<(i64, u64)>, etcd_client::Error> {
-    match k {
-        Some(k) => k.stream.message().await.map(|r| {
+/// What a keep-alive stream has for its owner.
+pub(crate) enum KeeperEvent {
+    /// An answer on the stream: the TTL left and the member that answered;
+    /// `None` when the stream ended.
+    Answer(Result<Option<(i64, u64)>, etcd_client::Error>),
+    /// [`Keeper::send`] is due.
+    Due,
+}
+
+/// The next thing `k` has for its owner: an answer, or a keep-alive due
+/// (an answer first, when both are ready). Never, without a stream.
+/// Cancel-safe.
+pub(crate) async fn next_event(k: &mut Option<Keeper>) -> KeeperEvent {
+    let Some(k) = k else {
+        return std::future::pending().await;
+    };
+    let next = k.next;
+    tokio::select! {
+        biased;
+        r = k.stream.message() => KeeperEvent::Answer(r.map(|r| {
             r.map(|r| {
                 let member = r.header().map(|h| h.member_id()).unwrap_or_default();
                 (r.ttl(), member)
             })
-        }),
-        None => std::future::pending().await,
+        })),
+        _ = k.alarm.until(next) => KeeperEvent::Due,
     }
 }

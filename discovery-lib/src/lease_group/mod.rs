@@ -38,9 +38,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::Client;
-use crate::alarm::Alarm;
 use crate::error::{Class, Error, Result, classify};
-use crate::keep_alive::{self, Keeper, Lease, next_answer};
+use crate::keep_alive::{self, Keeper, KeeperEvent, Lease};
 use crate::key::validate_key;
 use crate::node::LeaseId;
 use crate::register::RegisterOptions;
@@ -115,7 +114,6 @@ pub(crate) fn spawn(
         conflicts: BTreeMap::new(),
         refused: BTreeMap::new(),
         keeper: None,
-        alarm: Default::default(),
         backoff: Backoff::for_registration(),
         retry_at: None,
         recheck_at: None,
@@ -210,8 +208,6 @@ struct Actor {
     refused: BTreeMap<String, String>,
     /// The keep-alive stream for `lease`, once open.
     keeper: Option<Keeper>,
-    /// What wakes us when the keeper's next keep-alive is due.
-    alarm: Alarm,
     /// Delays between attempts while etcd refuses or does not answer.
     backoff: Backoff,
     /// When the next attempt is due after a failure.
@@ -290,7 +286,6 @@ impl Actor {
     }
 
     async fn wait(&mut self) -> Wake {
-        let keeper_next = self.keeper.as_ref().map(Keeper::next);
         let (retry_at, recheck_at) = (self.retry_at, self.recheck_at);
         tokio::select! {
             biased;
@@ -300,8 +295,10 @@ impl Actor {
                 }
                 Wake::Desired
             }
-            r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
-            _ = self.alarm.until(keeper_next) => Wake::Tick,
+            ev = keep_alive::next_event(&mut self.keeper) => match ev {
+                KeeperEvent::Answer(r) => Wake::KeepAlive(r),
+                KeeperEvent::Due => Wake::Tick,
+            },
             _ = sleep_until_opt(retry_at) => Wake::Retry,
             _ = sleep_until_opt(recheck_at) => Wake::Recheck,
         }

@@ -12,10 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::lease::lease_error;
 use super::{Desired, KEY_WATCH_IDLE, RegistrationState};
-use crate::alarm::Alarm;
 use crate::client::Client;
 use crate::error::{Class, Error, Result, classify};
-use crate::keep_alive::{Keeper, Lease, next_answer};
+use crate::keep_alive::{self, Keeper, KeeperEvent, Lease};
 use crate::node::{Action, LeaseId, WatchMessage};
 use crate::retry::{Backoff, sleep_until_opt};
 use crate::watch::{Scope, WatchOptions, WatchStream};
@@ -45,8 +44,6 @@ pub(super) struct Actor {
     pub(super) written: Option<(Vec<u8>, i64)>,
     /// The keep-alive stream for `lease`, once open.
     pub(super) keeper: Option<Keeper>,
-    /// What wakes us when the keeper's next keep-alive is due.
-    pub(super) alarm: Alarm,
     /// A watch on our own key from the revision we wrote it at: a safety
     /// net that sees a delete or another writer behind our back. The same
     /// engine as every prefix watch (`Scope::Key`), so a cancel, a stale
@@ -137,7 +134,6 @@ impl Actor {
 
     async fn wait(&mut self) -> Wake {
         let retry_at = self.retry_at;
-        let keeper_next = self.keeper.as_ref().map(Keeper::next);
         tokio::select! {
             biased;
             r = self.desired.changed() => {
@@ -147,9 +143,11 @@ impl Actor {
                 }
                 Wake::Desired
             }
-            r = next_answer(&mut self.keeper) => Wake::KeepAlive(r),
             // Keep-alives before the key watch: nothing it does may delay them.
-            _ = self.alarm.until(keeper_next) => Wake::Tick,
+            ev = keep_alive::next_event(&mut self.keeper) => match ev {
+                KeeperEvent::Answer(r) => Wake::KeepAlive(r),
+                KeeperEvent::Due => Wake::Tick,
+            },
             r = next_key_event(&mut self.key_watch) => Wake::KeyEvent(r),
             _ = sleep_until_opt(retry_at) => Wake::Retry,
         }

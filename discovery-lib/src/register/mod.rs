@@ -198,7 +198,6 @@ pub(crate) fn spawn(
         lease: None,
         written: None,
         keeper: None,
-        alarm: Default::default(),
         key_watch: None,
         key_watch_retry: None,
         backoff: Backoff::for_registration(),
