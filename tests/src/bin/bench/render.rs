@@ -31,19 +31,20 @@ fn get(port: u16) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
-/// Poll nginx until it answers `want`; the time it took from `t0`.
-async fn until_serving(lb: u16, want: &str, t0: Instant) -> Duration {
+/// Poll nginx until it answers `want`: the time it took from `t0`; after
+/// 30 s, the last answer it gave instead.
+async fn until_serving(lb: u16, want: &str, t0: Instant) -> Result<Duration, Option<String>> {
     let want = want.to_owned();
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if get(lb).as_deref() == Some(want.as_str()) {
-                return t0.elapsed();
+            let got = get(lb);
+            if got.as_deref() == Some(want.as_str()) {
+                return Ok(t0.elapsed());
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nginx did not serve {want} within 30 s"
-            );
+            if std::time::Instant::now() >= deadline {
+                return Err(got);
+            }
             std::thread::sleep(Duration::from_micros(200));
         }
     })
@@ -115,8 +116,22 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     let mut ng = Command::new("/usr/sbin/nginx");
     ng.args(nginx_flags.split(' '))
         .args(["-c", &format!("{d}/nginx.conf"), "-g", "daemon off;"]);
-    let _nginx = Proc::spawn(ng);
+    let nginx = Proc::spawn(ng);
     let reload = format!("/usr/sbin/nginx -s reload {nginx_flags} -c {d}/nginx.conf");
+    // What a round that never got served leaves behind, to tell nginx's
+    // part from render's.
+    let stuck = |round: &str, want: &str, got: Option<String>, render: Option<&Proc>| -> String {
+        let read = |f: &str| std::fs::read_to_string(format!("{d}/{f}")).unwrap_or_default();
+        format!(
+            "{round}: nginx did not serve {want} within 30 s (it answered {got:?})\n--- nginx ---\n{}\n--- error.log ---\n{}\n--- nginx.conf ---\n{}\n{}",
+            nginx.dump(),
+            read("error.log"),
+            read("nginx.conf"),
+            render
+                .map(|r| format!("--- render ---\n{}", r.dump()))
+                .unwrap_or_default()
+        )
+    };
     let render = Proc::spawn(harness::proc::discover(
         etcd,
         &[args.as_slice(), &["--reload-cmd", &reload, "--wait", "0"]].concat(),
@@ -126,14 +141,32 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             l.contains("rendering; following etcd")
         })
         .await;
-    until_serving(lb, &ours[0].to_string(), Instant::now()).await;
+    let first = ours[0].to_string();
+    if let Err(got) = until_serving(lb, &first, Instant::now()).await {
+        panic!(
+            "{}",
+            stuck("the first rendering", &first, got, Some(&render))
+        );
+    }
     let mut took = Vec::new();
-    for to in &ours[1..] {
+    for (round, to) in ours[1..].iter().enumerate() {
         let t0 = Instant::now();
         c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{to}"))
             .await
             .unwrap();
-        took.push(until_serving(lb, &to.to_string(), t0).await);
+        let to = to.to_string();
+        match until_serving(lb, &to, t0).await {
+            Ok(t) => took.push(t),
+            Err(got) => panic!(
+                "{}",
+                stuck(
+                    &format!("render round {}", round + 1),
+                    &to,
+                    got,
+                    Some(&render)
+                )
+            ),
+        }
     }
     drop(render);
 
@@ -146,7 +179,7 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
         "the last rendering holds {now}:\n{text}"
     );
     let mut floor = Vec::new();
-    for to in floor_ports {
+    for (round, to) in floor_ports.iter().enumerate() {
         let next = text.replace(&now, &format!("127.0.0.1:{to};"));
         let t0 = Instant::now();
         std::fs::write(format!("{conf}.next"), &next).unwrap();
@@ -157,7 +190,14 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             .await
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        floor.push(until_serving(lb, &to.to_string(), t0).await);
+        let to = to.to_string();
+        match until_serving(lb, &to, t0).await {
+            Ok(t) => floor.push(t),
+            Err(got) => panic!(
+                "{}",
+                stuck(&format!("floor round {}", round + 1), &to, got, None)
+            ),
+        }
     }
     Render {
         ours: Summary::of_durations_ms(&took),
