@@ -11,18 +11,19 @@
 //! runs `nginx -s reload`, with no etcd, no template and no check.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::web::{backends, free_port, free_ports};
+use harness::web::{backends, free_ports};
 use harness::{EtcdCluster, Proc};
 use tokio::time::Instant;
 
 use crate::stats::Summary;
 
-/// One GET on a fresh connection: the body.
-fn get(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+/// One GET on a fresh connection to nginx's socket: the body.
+fn get(lb: &Path) -> Option<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(lb).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n").ok()?;
     let mut text = String::new();
@@ -33,12 +34,12 @@ fn get(port: u16) -> Option<String> {
 
 /// Poll nginx until it answers `want`: the time it took from `t0`; after
 /// 30 s, the last answer it gave instead.
-async fn until_serving(lb: u16, want: &str, t0: Instant) -> Result<Duration, Option<String>> {
-    let want = want.to_owned();
+async fn until_serving(lb: &Path, want: &str, t0: Instant) -> Result<Duration, Option<String>> {
+    let (lb, want) = (lb.to_owned(), want.to_owned());
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let got = get(lb);
+            let got = get(&lb);
             if got.as_deref() == Some(want.as_str()) {
                 return Ok(t0.elapsed());
             }
@@ -64,9 +65,11 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     let d = dir.path().display().to_string();
     let c = etcd.client().await;
     let prefix = "/bench/render";
-    let lb = free_port();
+    // nginx listens on a unix socket: a TCP port picked free here could be
+    // taken by a parallel test's etcd before nginx binds it.
+    let lb: PathBuf = dir.path().join("lb.sock");
     for (k, v) in [
-        ("listen", format!("\"127.0.0.1:{lb}\"")),
+        ("listen", format!("\"unix:{}\"", lb.display())),
         ("pid", format!("\"{d}/nginx.pid\"")),
         ("error_log", format!("\"{d}/error.log\"")),
     ] {
@@ -142,7 +145,7 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
         })
         .await;
     let first = ours[0].to_string();
-    if let Err(got) = until_serving(lb, &first, Instant::now()).await {
+    if let Err(got) = until_serving(&lb, &first, Instant::now()).await {
         panic!(
             "{}",
             stuck("the first rendering", &first, got, Some(&render))
@@ -155,7 +158,7 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             .await
             .unwrap();
         let to = to.to_string();
-        match until_serving(lb, &to, t0).await {
+        match until_serving(&lb, &to, t0).await {
             Ok(t) => took.push(t),
             Err(got) => panic!(
                 "{}",
@@ -191,7 +194,7 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let to = to.to_string();
-        match until_serving(lb, &to, t0).await {
+        match until_serving(&lb, &to, t0).await {
             Ok(t) => floor.push(t),
             Err(got) => panic!(
                 "{}",

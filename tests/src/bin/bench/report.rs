@@ -320,7 +320,7 @@ pub fn render_nginx(r: &Render) -> String {
          `discover render --wait 0` with `examples/nginx-upstream/upstream.conf.j2`, `--check-cmd \"nginx -t -q … -c {{src}}\"` and \
          `--reload-cmd \"nginx -s reload …\"` moves `web/1`, each round, to a real HTTP backend on a port no earlier round used (each \
          answers with its own port; a stale nginx worker can then never pass for the new config), and the bench polls Debian's nginx \
-         on fresh connections until it answers from the new one. The floor, in the same run against the same \
+         on fresh connections to its unix socket until it answers from the new one. The floor, in the same run against the same \
          nginx: the bench writes the next config itself (renamed into place) and runs `nginx -s reload`, with no etcd, no template \
          and no check.\n\n",
     );
