@@ -170,7 +170,12 @@ mod tests {
         // Dropped before its deadline, then awaited again: still fires.
         let at = Instant::now() + Duration::from_millis(40);
         let early = tokio::time::timeout(Duration::from_millis(5), alarm.until(at)).await;
-        assert!(early.is_err(), "fired 35 ms early");
+        // (On a busy machine the 5 ms may outlast the 40: then it fired,
+        // but not before its deadline.)
+        assert!(
+            early.is_err() || Instant::now() >= at,
+            "fired before its deadline"
+        );
         alarm.until(at).await;
         assert!(Instant::now() >= at);
 
