@@ -1,76 +1,58 @@
-//! [`Client`]: the handle every feature of this crate hangs off, and the
-//! one path through which every etcd request goes.
-//!
-//! * The request path: [`Client::call`], [`Client::call_within`] and
-//!   [`Client::call_on`] pick a member from the [`Pool`], bound each attempt
-//!   in time, move on from a member that does not answer, and refresh a
-//!   token etcd forgot. Every module sends its requests through them.
-//! * The public calls: plain reads and writes here; watches, membership,
-//!   config and registration delegate to their modules (`watch`,
-//!   `members`, `config`, `register`), which hold the machinery.
+//! [`Client`]: the public facade. It holds the request path ([`Rpc`]) and
+//! starts every feature with it: watches (`watch`), membership
+//! (`members`), config (`config`), registrations (`register`) and lease
+//! groups (`lease_group`), which hold the machinery; plain reads and
+//! writes are here. Nothing below imports this module.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{DeleteOptions, PutOptions};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::config::{ConfigOptions, ConfigWatch};
-use crate::error::{Class, Error, Result, chain, classify};
+use crate::error::{Error, Result};
 use crate::key::validate_key;
 use crate::lease_group::LeaseGroup;
+use crate::lease_options::RegisterOptions;
 use crate::members::Membership;
+use crate::merged::MergedWatchStream;
 use crate::node::{LeaseId, Node, Snapshot};
-use crate::pool::{Conn, Pool};
-use crate::register::{RegisterOptions, Registration};
+use crate::register::Registration;
+use crate::rpc::Rpc;
 use crate::watch::{WatchHandle, WatchOptions, WatchStream};
 
 /// A connected etcd client. Cheap to clone; clones share one connection
 /// per member (see the `pool` module for how members are chosen).
 #[derive(Clone)]
 pub struct Client {
-    /// The members' connections, shared by every clone and every task.
-    pool: Arc<Pool>,
-    /// The request timeout: the most any single request may take.
-    timeout: Duration,
+    /// The request path every call and every feature started here uses.
+    rpc: Rpc,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoints", &self.pool.urls())
+            .field("endpoints", &self.rpc.endpoints())
             .finish_non_exhaustive()
     }
 }
 
-fn no_answer(op: &str, within: Duration) -> etcd_client::Error {
-    etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded(format!(
-        "no answer to {op} within {within:?}"
-    )))
-}
-
 impl Client {
-    pub(crate) fn new(pool: Pool, timeout: Duration) -> Self {
-        Self {
-            pool: Arc::new(pool),
-            timeout,
-        }
+    /// The facade over a request path that has been checked to answer
+    /// (see `ConnectOptions::connect`).
+    pub(crate) fn new(rpc: Rpc) -> Self {
+        Self { rpc }
     }
 
     /// The endpoint URLs this client spreads its requests over.
     pub fn endpoints(&self) -> &[String] {
-        self.pool.urls()
+        self.rpc.endpoints()
     }
 
     /// The request timeout from [`ConnectOptions::with_request_timeout`](crate::ConnectOptions::with_request_timeout).
     pub fn request_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
+        self.rpc.request_timeout()
     }
 
     /// Watch every key under the directory `prefix`: first a snapshot, then
@@ -100,12 +82,48 @@ impl Client {
         prefix: &str,
         options: WatchOptions,
     ) -> Result<(WatchHandle, WatchStream)> {
-        crate::watch::start(self, prefix, options)
+        crate::watch::start(&self.rpc, prefix, options)
+    }
+
+    /// Watch several prefixes as one stream: one watch per prefix (each as
+    /// [`Client::watch_prefix`], with the same `options`), merged into a
+    /// stream of `(index, message)` where `index` is the prefix's place in
+    /// `prefixes`. Returns one handle per prefix, in the same order.
+    ///
+    /// What it promises (see [`MergedWatchStream`]): each prefix's
+    /// messages in its own revision order, with nothing lost or repeated;
+    /// different prefixes interleaved as their changes arrive, with no
+    /// order across them; a permanent error of any one watch ends the
+    /// stream with that error (tagged with its prefix) and stops the
+    /// others. Every prefix is checked before any watch starts.
+    ///
+    /// ```no_run
+    /// # async fn f(client: discovery::Client) -> Result<(), discovery::Error> {
+    /// use discovery::{WatchMessage, WatchOptions};
+    /// let prefixes = ["/services/web", "/services/db"];
+    /// let (_handles, mut stream) = client.watch_prefixes(&prefixes, WatchOptions::new())?;
+    /// let snapshots = stream.snapshots().await.map_err(|(_, e)| e)?;
+    /// for s in &snapshots {
+    ///     println!("{}: {:?}", s.prefix(), s.values_lossy());
+    /// }
+    /// while let Some((i, msg)) = stream.recv().await {
+    ///     if let WatchMessage::Event(e) = msg? {
+    ///         println!("{}: {} {}", prefixes[i], e.action(), String::from_utf8_lossy(e.key()));
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_prefixes<P: AsRef<str>>(
+        &self,
+        prefixes: impl IntoIterator<Item = P>,
+        options: WatchOptions,
+    ) -> Result<(Vec<WatchHandle>, MergedWatchStream)> {
+        crate::merged::start(&self.rpc, prefixes, options)
     }
 
     /// List the keys under the directory `prefix` at the current revision.
     pub async fn get_prefix(&self, prefix: &str) -> Result<Snapshot> {
-        crate::watch::get_prefix(self, prefix).await
+        crate::watch::get_prefix(&self.rpc, prefix).await
     }
 
     /// Follow the members under `prefix`.
@@ -128,7 +146,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn members(&self, prefix: &str) -> Result<watch::Receiver<Membership>> {
-        crate::members::follow(self, prefix).await
+        crate::members::follow(&self.rpc, prefix).await
     }
 
     /// Follow the configuration under `prefix` as a `T`.
@@ -170,7 +188,7 @@ impl Client {
         T: DeserializeOwned + Send + Sync + 'static,
         V: Fn(&T) -> std::result::Result<(), String> + Send + 'static,
     {
-        crate::config::follow(self, prefix, options, validate).await
+        crate::config::follow(&self.rpc, prefix, options, validate).await
     }
 
     /// Register `key = value` under a lease of `options.ttl()`.
@@ -195,14 +213,14 @@ impl Client {
         value: impl Into<Vec<u8>>,
         options: RegisterOptions,
     ) -> Result<Registration> {
-        crate::register::spawn(self, key, Some(value.into()), options)
+        crate::register::spawn(&self.rpc, key, Some(value.into()), options)
     }
 
     /// A registration that starts withdrawn: nothing is written until
     /// [`Registration::set_value`] is called. The sidekick uses this while
     /// its container is not running yet.
     pub fn registration(&self, key: &str, options: RegisterOptions) -> Result<Registration> {
-        crate::register::spawn(self, key, None, options)
+        crate::register::spawn(&self.rpc, key, None, options)
     }
 
     /// Keep `initial` (and later changes) in etcd under one lease of
@@ -217,12 +235,13 @@ impl Client {
         options: RegisterOptions,
         initial: std::collections::BTreeMap<String, Vec<u8>>,
     ) -> Result<LeaseGroup> {
-        crate::lease_group::spawn(self, options, initial)
+        crate::lease_group::spawn(&self.rpc, options, initial)
     }
     /// Read one key.
     pub async fn get(&self, key: &str) -> Result<Option<Node>> {
         validate_key(key)?;
         let resp = self
+            .rpc
             .call("get", |c| {
                 let mut kv = c.kv();
                 async move { kv.get(key, None).await }
@@ -251,6 +270,7 @@ impl Client {
         }
         let value: Vec<u8> = value.into();
         let resp = self
+            .rpc
             .call("put", |c| {
                 let (mut kv, value, opts) = (c.kv(), value.clone(), opts.clone());
                 async move { kv.put(key, value, Some(opts)).await }
@@ -264,6 +284,7 @@ impl Client {
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
         let resp = self
+            .rpc
             .call("delete", |c| {
                 let mut kv = c.kv();
                 async move { kv.delete(key, Some(DeleteOptions::new())).await }
@@ -276,6 +297,7 @@ impl Client {
     /// How long `lease` has left, or `None` if it no longer exists.
     pub async fn lease_time_left(&self, lease: LeaseId) -> Result<Option<Duration>> {
         let resp = self
+            .rpc
             .call("lease time-to-live", |c| {
                 let mut lc = c.lease();
                 async move { lc.time_to_live(lease.0, None).await }
@@ -283,108 +305,5 @@ impl Client {
             .await
             .map_err(|e| Error::from_etcd("lease time-to-live", &lease.to_string(), e))?;
         Ok((resp.ttl() >= 0).then(|| Duration::from_secs(resp.ttl() as u64)))
-    }
-
-    /// Send one request, bounded by the request timeout, moving on to
-    /// another member when the one picked does not answer.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        op: &'static str,
-        request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_within(op, self.request_timeout(), request).await
-    }
-
-    /// [`Client::call`] with a tighter bound than the request timeout, for
-    /// loops that must leave a frozen member in time (a keep-alive loop
-    /// waits at most one interval).
-    pub(crate) async fn call_within<T, F, Fut>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        request: F,
-    ) -> Result<T, etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        self.call_on(op, limit, request).await.map(|(v, _)| v)
-    }
-
-    /// [`Client::call_within`], also saying which member answered: a stream
-    /// opened this way lives on that member, and its owner marks it to
-    /// avoid ([`Pool::avoid`]) when the stream goes silent.
-    ///
-    /// With several members, one attempt may use at most half the limit,
-    /// so that a member that does not answer leaves time to ask another. A
-    /// request that got no answer may have been applied all the same: sent
-    /// again, a put of the same value is an `update`, a second revoke finds
-    /// no lease; every caller here tolerates that.
-    pub(crate) async fn call_on<T, F, Fut>(
-        &self,
-        op: &'static str,
-        limit: Duration,
-        mut request: F,
-    ) -> Result<(T, usize), etcd_client::Error>
-    where
-        F: FnMut(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let pool = self.pool();
-        let limit = limit.min(self.request_timeout());
-        let deadline = Instant::now() + limit;
-        let n = pool.urls().len();
-        let per_try = if n > 1 { limit / 2 } else { limit };
-        let mut last = None;
-        let mut refreshed = false;
-        // Every member in turn; around again while time remains, since a
-        // member that refuses connections fails at once.
-        for i in pool.order().into_iter().cycle().take(3 * n) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let until = deadline.min(now + per_try);
-            let attempt = async {
-                let conn = pool.conn(i).await?;
-                request(conn).await
-            };
-            match tokio::time::timeout_at(until, attempt).await {
-                Ok(Ok(v)) => {
-                    pool.trust(i);
-                    return Ok((v, i));
-                }
-                Ok(Err(e)) if classify(&e) == Class::Unavailable => {
-                    pool.avoid(i, op, &chain(&e));
-                    last = Some(e);
-                }
-                // etcd forgot our token (a restart, or its TTL): a fresh one
-                // on this member, and the request again.
-                Ok(Err(e)) if classify(&e) == Class::StaleToken && !refreshed => {
-                    refreshed = true;
-                    let refresh = pool.refresh_token(i);
-                    if tokio::time::timeout_at(deadline, refresh).await.is_err() {
-                        return Err(e);
-                    }
-                    last = Some(e);
-                    continue;
-                }
-                // An answer (a refusal, a compaction, an expired lease): the
-                // member works, and another would say the same.
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    pool.avoid(i, op, "no answer in time");
-                    last = Some(no_answer(op, until - now));
-                }
-            }
-            if n == 1 && !refreshed {
-                break;
-            }
-        }
-        Err(last.unwrap_or_else(|| no_answer(op, limit)))
     }
 }

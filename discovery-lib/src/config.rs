@@ -14,16 +14,17 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::key::Prefix;
 use crate::node::WatchMessage;
+use crate::rpc::Rpc;
 use crate::state::{Applied, PrefixState};
 use crate::watch::{Scope, WatchHandle, WatchOptions};
 
-/// Options for [`Client::config_with`].
+/// Options for [`Client::config_with`](crate::Client::config_with).
 #[derive(Clone, Debug, Default)]
 pub struct ConfigOptions {
+    /// Take every value as text, never as JSON ([`ConfigOptions::with_raw_values`]).
     raw_values: bool,
 }
 
@@ -49,8 +50,11 @@ impl ConfigOptions {
 /// stops once all are dropped (or on [`ConfigWatch::cancel`]).
 #[derive(Debug)]
 pub struct ConfigWatch<T> {
+    /// The latest configuration that deserialized and validated.
     values: watch::Receiver<Arc<T>>,
+    /// Why an update was rejected (the last good value stays in `values`).
     errors: mpsc::Receiver<Error>,
+    /// The watch behind the values, for [`ConfigWatch::cancel`] and its status.
     handle: WatchHandle,
 }
 
@@ -92,9 +96,9 @@ impl<T> ConfigWatch<T> {
     }
 }
 
-/// [`Client::config_with`].
+/// [`Client::config_with`](crate::Client::config_with).
 pub(crate) async fn follow<T, V>(
-    client: &Client,
+    rpc: &Rpc,
     prefix: &str,
     options: ConfigOptions,
     validate: V,
@@ -105,7 +109,7 @@ where
 {
     let mut wopts = WatchOptions::new().with_progress_marks(true);
     wopts.scope = Scope::SelfAndDir;
-    let (handle, mut stream) = client.watch_prefix(prefix, wopts)?;
+    let (handle, mut stream) = crate::watch::start(rpc, prefix, wopts)?;
     let prefix = handle.prefix().clone();
     let mut state = PrefixState::new();
     state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::connect::Setting;
+use crate::setting::Setting;
 
 /// Everything that can go wrong in this crate, named by cause.
 ///

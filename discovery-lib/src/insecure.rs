@@ -28,7 +28,9 @@ use tonic::transport::{Channel, Endpoint};
 /// What the channel needs from the connect options.
 #[derive(Clone)]
 pub(crate) struct Settings {
+    /// How long to wait for a connection to a member.
     pub(crate) dial_timeout: Duration,
+    /// How long one request may take on the channel.
     pub(crate) request_timeout: Duration,
     /// HTTP/2 pings (interval, timeout), if asked for.
     pub(crate) keep_alive: Option<(Duration, Duration)>,

@@ -2,25 +2,23 @@
 //! keep-alive stream, which is given up (and its member avoided) when a
 //! keep-alive goes unanswered, so the next one opens on another member.
 //!
-//! Shared by a single [`Registration`](crate::Registration) and by a
-//! [`LeaseGroup`](crate::LeaseGroup): the stream, its timing and its
-//! failover are the same; what a lost lease means (one key to write again,
-//! or a whole group) is each one's own.
+//! The stream under the one [`LeaseHolder`](crate::lease_holder::LeaseHolder)
+//! that a single [`Registration`](crate::Registration) and a
+//! [`LeaseGroup`](crate::LeaseGroup) both hold the lease with.
 
 use std::fmt;
 use std::time::Duration;
 
-use etcd_client::{
-    LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions, LeaseTimeToLiveResponse,
-};
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::time::Instant;
 
 use crate::alarm::Alarm;
-use crate::client::Client;
+use crate::rpc::Rpc;
 
 /// A lease as we last knew it.
 #[derive(Debug)]
 pub(crate) struct Lease {
+    /// etcd's id of the lease, which every key under it carries.
     pub(crate) id: i64,
     /// The TTL etcd granted.
     pub(crate) granted: Duration,
@@ -42,39 +40,6 @@ impl Lease {
     pub(crate) fn lapsed(&self) -> bool {
         self.confirmed.elapsed() >= self.granted
     }
-}
-
-/// Grant a lease of `ttl`, within `limit`.
-pub(crate) async fn grant(
-    client: &Client,
-    ttl: Duration,
-    limit: Duration,
-) -> Result<Lease, etcd_client::Error> {
-    let ttl = ttl.as_secs() as i64;
-    let granted = client
-        .call_within("grant", limit, |c| {
-            let mut lc = c.lease();
-            async move { lc.grant(ttl, None).await }
-        })
-        .await?;
-    Ok(Lease::confirmed_now(granted.id(), granted.ttl()))
-}
-
-/// What etcd knows of lease `id`, with its keys, within `limit`.
-pub(crate) async fn time_to_live(
-    client: &Client,
-    id: i64,
-    limit: Duration,
-) -> Result<LeaseTimeToLiveResponse, etcd_client::Error> {
-    client
-        .call_within("lease time-to-live", limit, |c| {
-            let mut lc = c.lease();
-            async move {
-                lc.time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
-                    .await
-            }
-        })
-        .await
 }
 
 /// Why a keep-alive stream was given up.
@@ -108,7 +73,9 @@ impl fmt::Display for Dead {
 /// The keep-alive stream of one lease.
 #[derive(Debug)]
 pub(crate) struct Keeper {
+    /// Where keep-alives are sent.
     keeper: LeaseKeeper,
+    /// Where etcd's answers arrive: the TTL left, and the member's id.
     stream: LeaseKeepAliveStream,
     /// When to send the next keep-alive, or, while one is out, when to
     /// give up waiting for its answer.
@@ -127,13 +94,13 @@ impl Keeper {
     /// Open a stream for `lease` (within `limit`); the first keep-alive is
     /// due `interval` from now. Opening confirms the lease.
     pub(crate) async fn open(
-        client: &Client,
+        rpc: &Rpc,
         lease: &mut Lease,
         limit: Duration,
         interval: Duration,
     ) -> Result<Self, etcd_client::Error> {
         let id = lease.id;
-        let ((keeper, stream), conn) = client
+        let ((keeper, stream), conn) = rpc
             .call_on("keep alive", limit, |c| {
                 let mut lc = c.lease();
                 async move { lc.keep_alive(id).await }
@@ -178,27 +145,13 @@ impl Keeper {
     }
 
     /// Give the stream up; the pool avoids its member for the next one.
-    pub(crate) fn retire(self, client: &Client, why: &str) {
-        client.pool().avoid(self.conn, "keep alive", why);
+    pub(crate) fn retire(self, rpc: &Rpc, why: &str) {
+        rpc.pool().avoid(self.conn, "keep alive", why);
     }
-}
-
-/// A live answer from `member`: the lease is confirmed now, and the
-/// keeper's next keep-alive is due an interval after the one answered. The
-/// member, if it is a new one (for the log).
-pub(crate) fn answered(
-    keeper: &mut Option<Keeper>,
-    lease: &mut Option<Lease>,
-    member: u64,
-    interval: Duration,
-) -> Option<u64> {
-    if let Some(l) = lease.as_mut() {
-        l.confirmed = Instant::now();
-    }
-    keeper.as_mut().and_then(|k| k.answered(member, interval))
 }
 
 /// What a keep-alive stream has for its owner.
+#[derive(Debug)]
 pub(crate) enum KeeperEvent {
     /// An answer on the stream: the TTL left and the member that answered;
     /// `None` when the stream ended.

@@ -8,16 +8,18 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::client::Client;
 use crate::error::Result;
 use crate::node::WatchMessage;
+use crate::rpc::Rpc;
 use crate::state::{Applied, PrefixState};
 use crate::watch::WatchOptions;
 
 /// The members under a prefix, key to value, ordered by key. Cheap to clone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
+    /// The etcd revision this membership was read at.
     revision: i64,
+    /// Key to value, shared so that a clone costs a reference count.
     entries: Arc<BTreeMap<Bytes, Bytes>>,
 }
 
@@ -69,10 +71,10 @@ impl Membership {
     }
 }
 
-/// [`Client::members`].
-pub(crate) async fn follow(client: &Client, prefix: &str) -> Result<watch::Receiver<Membership>> {
+/// [`Client::members`](crate::Client::members).
+pub(crate) async fn follow(rpc: &Rpc, prefix: &str) -> Result<watch::Receiver<Membership>> {
     let (handle, mut stream) =
-        client.watch_prefix(prefix, WatchOptions::new().with_progress_marks(true))?;
+        crate::watch::start(rpc, prefix, WatchOptions::new().with_progress_marks(true))?;
     let mut state = PrefixState::new();
     state.apply(&WatchMessage::Snapshot(stream.snapshot().await?));
     state.take_changed();

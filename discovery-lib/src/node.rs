@@ -10,11 +10,17 @@ use bytes::Bytes;
 pub struct Node {
     // Shared buffers: the watch's state and the events it yields hold the
     // same bytes, and a clone is a reference count, not a copy.
+    /// The full etcd key.
     pub(crate) key: Bytes,
+    /// The value; empty for a deleted key.
     pub(crate) value: Bytes,
+    /// The revision that created the key (etcd's `create_revision`).
     pub(crate) create_revision: i64,
+    /// The revision of the key's last write (etcd's `mod_revision`).
     pub(crate) mod_revision: i64,
+    /// How many times the key was written since it was created.
     pub(crate) version: i64,
+    /// The lease the key is held under; 0 for none.
     pub(crate) lease: i64,
 }
 
@@ -148,10 +154,15 @@ impl std::str::FromStr for Action {
 /// One change under a watched prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// What happened: a set, an update (the same value again) or a delete.
     pub(crate) action: Action,
+    /// The etcd revision of the change.
     pub(crate) revision: i64,
+    /// The key after the change (for a delete, the key with no value).
     pub(crate) node: Node,
+    /// The key before the change, if it existed.
     pub(crate) prev: Option<Node>,
+    /// The event was made by a resync after a compaction, not seen by the watch.
     pub(crate) resync: bool,
 }
 
@@ -228,9 +239,13 @@ impl Event {
 /// The keys under a prefix at one revision, sorted by key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The watched prefix.
     pub(crate) prefix: crate::Prefix,
+    /// The etcd revision of the change.
     pub(crate) revision: i64,
+    /// The keys under the prefix, sorted by key.
     pub(crate) nodes: Vec<Node>,
+    /// The event was made by a resync after a compaction, not seen by the watch.
     pub(crate) resync: bool,
 }
 

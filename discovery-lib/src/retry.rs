@@ -12,8 +12,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 /// again from `min`.
 #[derive(Debug)]
 pub struct Backoff {
+    /// The policy (min, max, factor, jitter), to start over after a reset.
     builder: ExponentialBuilder,
+    /// The delays left in the current run of failures.
     delays: <ExponentialBuilder as BackoffBuilder>::Backoff,
+    /// The shortest delay: the fallback should `delays` ever end.
     min: Duration,
 }
 
@@ -60,9 +63,21 @@ impl Backoff {
 }
 
 /// Sleep until `t`, or forever without one: a `select!` arm for a
-/// deadline that may not be set (the registration and the lease group
-/// both wait on their next retry this way).
-pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+/// deadline that may not be set. The registration and the lease group wait
+/// on their next retry this way, and the tools on their timers.
+///
+/// ```no_run
+/// # async fn f(mut retry_at: Option<tokio::time::Instant>, mut rx: tokio::sync::mpsc::Receiver<()>) {
+/// loop {
+///     tokio::select! {
+///         m = rx.recv() => if m.is_none() { break },
+///         // Quiet while no retry is due.
+///         _ = discovery::sleep_until_opt(retry_at) => retry_at = None,
+///     }
+/// }
+/// # }
+/// ```
+pub async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,

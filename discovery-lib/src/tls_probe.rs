@@ -14,7 +14,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-use crate::connect::Setting;
+use crate::setting::Setting;
 
 /// Handshake with `url` using `ca` (the system's CAs if `None`) and the
 /// client certificate, and return

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use super::ConnectOptions;
 use crate::client::Client;
-use crate::connect::Setting;
 use crate::error::{Class, Error, Result, chain, classify};
 use crate::pool::Pool;
 use crate::retry::Backoff;
+use crate::rpc::Rpc;
+use crate::setting::Setting;
 
 impl ConnectOptions {
     /// Check everything that can be checked without a network: endpoint
@@ -143,18 +144,18 @@ impl ConnectOptions {
                 })
             }
         };
-        let client = Client::new(
+        let rpc = Rpc::new(
             Pool::new(urls.clone(), opts, insecure),
             self.request_timeout,
         );
-        let status = client
+        let status = rpc
             .call("status", |c| {
                 let mut m = c.maintenance();
                 async move { m.status().await }
             })
             .await;
         match status {
-            Ok(_) => Ok(client),
+            Ok(_) => Ok(Client::new(rpc)),
             Err(e) => Err(self.diagnose(&urls, &joined, &e).await),
         }
     }

@@ -41,64 +41,6 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// A connection setting, as errors name it (see [`Error::settings`]):
-/// tools map each to their own flag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Setting {
-    /// [`ConnectOptions::with_endpoints`], `ETCDCTL_ENDPOINTS`.
-    Endpoints,
-    /// [`ConnectOptions::with_ca_file`], `ETCDCTL_CACERT`.
-    CaFile,
-    /// [`ConnectOptions::with_client_cert_file`], `ETCDCTL_CERT`.
-    ClientCert,
-    /// [`ConnectOptions::with_client_key`], `ETCDCTL_KEY`.
-    ClientKey,
-    /// [`ConnectOptions::with_user_name`], `ETCDCTL_USER`.
-    User,
-    /// [`ConnectOptions::with_password`], `ETCDCTL_PASSWORD`.
-    Password,
-}
-
-impl Setting {
-    /// etcdctl's environment variable for it.
-    pub const fn env(self) -> &'static str {
-        match self {
-            Setting::Endpoints => "ETCDCTL_ENDPOINTS",
-            Setting::CaFile => "ETCDCTL_CACERT",
-            Setting::ClientCert => "ETCDCTL_CERT",
-            Setting::ClientKey => "ETCDCTL_KEY",
-            Setting::User => "ETCDCTL_USER",
-            Setting::Password => "ETCDCTL_PASSWORD",
-        }
-    }
-
-    pub(crate) const fn as_slice(&self) -> &'static [Setting] {
-        match self {
-            Setting::Endpoints => &[Setting::Endpoints],
-            Setting::CaFile => &[Setting::CaFile],
-            Setting::ClientCert => &[Setting::ClientCert],
-            Setting::ClientKey => &[Setting::ClientKey],
-            Setting::User => &[Setting::User],
-            Setting::Password => &[Setting::Password],
-        }
-    }
-}
-
-impl std::fmt::Display for Setting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self {
-            Setting::Endpoints => "the endpoints",
-            Setting::CaFile => "the CA certificate",
-            Setting::ClientCert => "the client certificate",
-            Setting::ClientKey => "the client key",
-            Setting::User => "the user name",
-            Setting::Password => "the password",
-        };
-        write!(f, "{what} ({})", self.env())
-    }
-}
-
 /// How to reach etcd: endpoints, TLS, credentials and timeouts.
 ///
 /// The defaults match etcdctl's (`127.0.0.1:2379`, 2 s dial timeout, 5 s
@@ -117,17 +59,26 @@ impl std::fmt::Display for Setting {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
+    /// The etcd members to dial, as `http(s)://host:port`.
     endpoints: Vec<String>,
+    /// The CA bundle that verifies the members' certificates (`--cacert`).
     ca_file: Option<PathBuf>,
+    /// Our client certificate, for etcd's `--client-cert-auth` (`--cert`).
     cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (`--tls-key`).
     key_file: Option<PathBuf>,
+    /// The etcd user to authenticate as (`--user`); `None` when auth is off.
     user: Option<String>,
+    /// The password of `user`; never logged.
     password: Option<Password>,
+    /// How long to wait for a connection to a member before trying the next.
     dial_timeout: Duration,
+    /// How long one request may take before it is retried on another member.
     request_timeout: Duration,
     /// HTTP/2 pings (interval, timeout): off unless asked for, see
     /// [`ConnectOptions::with_keep_alive`].
     keep_alive: Option<(Duration, Duration)>,
+    /// Accept any server certificate: for tests and debugging only.
     insecure_skip_tls_verify: bool,
 }
 

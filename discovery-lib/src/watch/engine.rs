@@ -1,118 +1,82 @@
-//! A prefix watch that never loses or repeats an event.
-//!
-//! # Design
-//!
-//! The engine keeps the prefix's current state (`key -> Node`) and the last
-//! revision it has fully applied, `rev`.
-//!
-//! 1. It lists the prefix at revision R (a consistent range read) and yields
-//!    the [`Snapshot`]; `rev = R`.
-//! 2. It watches the key range from `rev + 1`. Every event is classified
-//!    against the state it keeps (new key or new value: set; same bytes:
-//!    update; delete: delete), applied, and yielded; `rev` advances once a
-//!    whole response (all events of its revisions) has been applied.
-//! 3. When the stream fails in any way (error, end, cancel by a member that
-//!    lost its leader, or silence: no answer to a progress request within
-//!    the liveness window), it backs off (capped, jittered) and watches again
-//!    from `rev + 1`. etcd replays exactly the revisions after `rev`, so
-//!    nothing is lost; events at or below `rev` are dropped, so nothing is
-//!    repeated. The balanced channel sends the new stream to a live member.
-//! 4. When etcd says the revisions after `rev` were compacted, it re-lists
-//!    the prefix and yields the difference against its state as set and
-//!    delete events marked [`Event::is_resync`], then carries on from the
-//!    listing's revision.
-//! 5. When a member answers the progress request with a revision below
-//!    `rev`, it lacks what the watch already applied: a follower that lags
-//!    by seconds, or one whose history differs (etcd 3.5.0-3.5.2 can lose
-//!    applied entries when killed, etcd issue 13766). A stream there would
-//!    wait, silent, for revisions it may never reach, so the engine leaves
-//!    that member as in step 3. When every member in turn says so, etcd's
-//!    history itself went back (a restore from a snapshot): the engine
-//!    re-lists and yields the difference, as in step 4.
-//!
-//! The previous value of an event comes from that state, not from etcd's
-//! `prev_kv`: the two agree while the state is complete, and the state is
-//! also what a resync diffs against, so one source serves both (and the
-//! watch carries each value once, not twice).
-//!
-//! `rev` moves only on events, never on progress notifications: before
-//! etcd 3.4.24 and 3.5.8 a progress notification can overtake events not
-//! yet sent (etcd issue 15220), and resuming past them would lose them.
-//! A quiet prefix therefore resumes from its last event; if that revision
-//! has been compacted meanwhile, the resync of step 4 applies.
+//! The task behind one watch: it streams from `rev + 1`, resumes after any
+//! failure and resyncs after a compaction, as the module's design says
+//! (`mod.rs`). Its state is its mirror (`mirror.rs`) and its record of
+//! failures (`failure.rs`), both plain data; here are the streams, the
+//! channel and the logs.
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
-
-use bytes::Bytes;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{WatchOptions, WatchStatus, list};
-use crate::client::Client;
-use crate::error::{Error, Result, chain, classify, classify_cancel};
+use super::failure::{Flow, Outage, Trouble, Verdict};
+use super::list::list;
+use super::mirror::{Change, Mirror};
+use super::options::{WatchOptions, WatchStatus};
+use crate::error::{Class, Error, Result, chain, classify, classify_cancel};
 use crate::key::Prefix;
 use crate::node::{Node, Snapshot, WatchMessage};
 use crate::retry::Backoff;
+use crate::rpc::Rpc;
 
-/// How a stream ended.
-pub(super) enum Flow {
-    /// Resume from `rev + 1` after backing off.
-    Reconnect(String),
-    /// etcd compacted history past `rev`: re-list and diff.
-    Compacted(i64),
-    /// The member answered a progress request with a revision below `rev`:
-    /// it does not have what this watch already applied (it lags, or its
-    /// history differs), and a stream on it would wait, silent, for
-    /// revisions it may never reach. Leave it; if every member says so,
-    /// etcd's history went back (a restore from a snapshot): re-list.
-    Behind(i64),
-    /// Cancelled or the consumer went away.
-    Stop,
-}
 /// The task behind one watch: it keeps the prefix's state, resumes after
 /// any failure from the last revision it fully applied, and resyncs after
 /// compaction (see the module docs).
 pub(super) struct Engine {
     /// The request path to etcd.
-    pub(super) client: Client,
+    rpc: Rpc,
     /// What is watched, for the range, logs and snapshots.
-    pub(super) prefix: Prefix,
+    prefix: Prefix,
     /// The etcd `[start, end)` range to list and watch (from `opts.scope`).
-    pub(super) range: (Vec<u8>, Vec<u8>),
+    range: (Vec<u8>, Vec<u8>),
     /// The caller's options: start revision, liveness, progress marks, scope.
-    pub(super) opts: WatchOptions,
+    opts: WatchOptions,
     /// Where batches go; closed when the consumer drops its stream.
-    pub(super) tx: mpsc::Sender<Result<Vec<WatchMessage>>>,
+    tx: mpsc::Sender<Result<Vec<WatchMessage>>>,
     /// Where the watch stands, for [`WatchHandle::status`](super::WatchHandle::status).
-    pub(super) status: watch::Sender<WatchStatus>,
+    status: watch::Sender<WatchStatus>,
     /// Cancelled by [`WatchHandle::cancel`](super::WatchHandle::cancel).
-    pub(super) cancel: CancellationToken,
-    /// The prefix as delivered so far: classifies each event (set or
-    /// update, and the previous value) and is what a resync diffs against.
-    /// Unordered: every event looks a key up; only a resync needs the keys
-    /// in order, and sorts them then.
-    pub(super) state: HashMap<Bytes, Node>,
-    /// The last revision fully applied: a stream resumes at `rev + 1`.
-    pub(super) rev: i64,
-    /// Delays between reconnects, reset when a stream is live again.
-    pub(super) backoff: Backoff,
-    /// When the stream last broke, for the status and the "resumed" log.
-    pub(super) down_since: Option<SystemTime>,
-    /// Reconnects since the last live stream.
-    pub(super) attempt: u32,
-    /// The token was refreshed after a refusal and no stream has worked
-    /// since: a second permission refusal is real.
-    pub(super) reauthenticated: bool,
-    /// Streams in a row whose member was behind `rev` ([`Flow::Behind`]):
-    /// once every member has been, the history went back for all of them.
-    pub(super) behind: usize,
+    cancel: CancellationToken,
+    /// The prefix as delivered so far and the last revision fully
+    /// applied (`rev`): what classifies each event and what a resync
+    /// diffs against.
+    mirror: Mirror,
+    /// How the last streams failed: what makes a refusal final and a
+    /// lagging member a sign that the history went back.
+    trouble: Trouble,
+    /// The current outage, if any, and the delays between its reconnects.
+    outage: Outage,
 }
 
 impl Engine {
+    /// The engine for `prefix` under `opts`, not yet started: it sends
+    /// batches on `tx`, reports on `status` and stops on `cancel`.
+    pub(super) fn new(
+        rpc: &Rpc,
+        prefix: Prefix,
+        opts: WatchOptions,
+        tx: mpsc::Sender<Result<Vec<WatchMessage>>>,
+        status: watch::Sender<WatchStatus>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            rpc: rpc.clone(),
+            range: opts.scope.range(&prefix),
+            prefix,
+            opts,
+            tx,
+            status,
+            cancel,
+            mirror: Mirror::default(),
+            trouble: Trouble::default(),
+            outage: Outage::new(Backoff::for_watch()),
+        }
+    }
+
+    /// Run until cancelled, the consumer is gone, or a permanent error
+    /// (sent as the stream's last item).
     pub(super) async fn run(mut self) {
         match self.run_inner().await {
             Ok(()) => debug!(prefix = %self.prefix, "watch stopped"),
@@ -142,7 +106,7 @@ impl Engine {
         self.send_batch(vec![msg]).await
     }
 
-    pub(super) async fn send_batch(&self, batch: Vec<WatchMessage>) -> bool {
+    async fn send_batch(&self, batch: Vec<WatchMessage>) -> bool {
         if batch.is_empty() {
             return true;
         }
@@ -151,52 +115,47 @@ impl Engine {
 
     /// Record a failure and sleep the next backoff delay. False if stopped meanwhile.
     async fn back_off(&mut self, error: String) -> bool {
-        self.attempt += 1;
-        let since = *self.down_since.get_or_insert_with(SystemTime::now);
-        let delay = self.backoff.next_delay();
+        let attempt = self.outage.failed();
         warn!(
             prefix = %self.prefix,
             error = %error,
-            resume_from = self.rev + 1,
-            attempt = self.attempt,
-            retry_in = ?delay,
+            resume_from = self.mirror.rev() + 1,
+            attempt = attempt.number,
+            retry_in = ?attempt.delay,
             "watch disconnected"
         );
         self.status.send_replace(WatchStatus::Reconnecting {
-            since,
-            attempt: self.attempt,
+            since: attempt.since,
+            attempt: attempt.number,
             error,
         });
-        self.guard(tokio::time::sleep(delay)).await.is_some()
+        self.guard(tokio::time::sleep(attempt.delay))
+            .await
+            .is_some()
     }
 
     fn healthy(&mut self, member: u64) {
-        debug!(prefix = %self.prefix, from = self.rev + 1, member = format_args!("{member:x}"), "watch live");
-        if self.down_since.take().is_some() {
+        debug!(prefix = %self.prefix, from = self.mirror.rev() + 1, member = format_args!("{member:x}"), "watch live");
+        if let Some(attempts) = self.outage.ended() {
             info!(
                 prefix = %self.prefix,
-                revision = self.rev,
-                attempts = self.attempt,
+                revision = self.mirror.rev(),
+                attempts,
                 member = format_args!("{member:x}"),
                 "watch resumed"
             );
         }
-        self.attempt = 0;
-        self.backoff.reset();
         self.status.send_replace(WatchStatus::Live {
-            revision: self.rev,
+            revision: self.mirror.rev(),
             member,
         });
     }
 
     /// List with retries. `Ok(None)`: stopped.
-    pub(super) async fn list_retrying(
-        &mut self,
-        revision: i64,
-    ) -> Result<Option<(i64, Vec<Node>)>> {
+    async fn list_retrying(&mut self, revision: i64) -> Result<Option<(i64, Vec<Node>)>> {
         loop {
             let r = self
-                .guard(list(&self.client, &self.prefix, &self.range, revision))
+                .guard(list(&self.rpc, &self.prefix, &self.range, revision))
                 .await;
             match r {
                 None => return Ok(None),
@@ -226,8 +185,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        self.rev = revision;
-        self.state = nodes.iter().map(|n| (n.key.clone(), n.clone())).collect();
+        self.mirror.reset(revision, &nodes);
         let snap = Snapshot {
             prefix: self.prefix.clone(),
             revision,
@@ -258,13 +216,11 @@ impl Engine {
                     }
                 }
                 Flow::Behind(at) => {
-                    self.behind += 1;
                     let why = format!(
                         "etcd answers at revision {at}, behind the {} this watch has applied",
-                        self.rev
+                        self.mirror.rev()
                     );
-                    if self.behind >= self.client.endpoints().len() {
-                        self.behind = 0;
+                    if self.trouble.behind(self.rpc.endpoints().len()) {
                         let why = format!(
                             "{why} on every member: its history went back (a restore from a snapshot?)"
                         );
@@ -283,14 +239,14 @@ impl Engine {
     async fn stream_once(&mut self) -> Result<Flow> {
         let opts = etcd_client::WatchOptions::new()
             .with_range(self.range.1.clone())
-            .with_start_revision(self.rev + 1);
-        let client = &self.client;
+            .with_start_revision(self.mirror.rev() + 1);
+        let rpc = &self.rpc;
         let start = &self.range.0;
         // A healthy member answers a watch at once; do not wait the full
         // request timeout on a frozen one.
         let limit = self.opts.probe_timeout + Duration::from_secs(1);
         let opened = self
-            .guard(client.call_on("watch", limit, |c| {
+            .guard(rpc.call_on("watch", limit, |c| {
                 let (mut wc, start, opts) = (c.watch_client(), start.clone(), opts.clone());
                 async move { wc.watch(start, Some(opts)).await }
             }))
@@ -305,12 +261,12 @@ impl Engine {
         // after a fresh authentication: that member is fine.)
         let flow = self.pump(stream, member).await;
         match &flow {
-            Ok(Flow::Reconnect(why)) if !self.reauthenticated => {
-                self.client.pool().avoid(member, "watch", why);
+            Ok(Flow::Reconnect(why)) if !self.trouble.reauthenticating() => {
+                self.rpc.pool().avoid(member, "watch", why);
             }
             Ok(Flow::Behind(at)) => {
-                let why = format!("at revision {at}, behind {}", self.rev);
-                self.client.pool().avoid(member, "watch", &why);
+                let why = format!("at revision {at}, behind {}", self.mirror.rev());
+                self.rpc.pool().avoid(member, "watch", &why);
             }
             _ => {}
         }
@@ -342,19 +298,19 @@ impl Engine {
                             let text = if reason.is_empty() { "etcd cancelled the watch".to_owned() } else { format!("etcd cancelled the watch: {reason}") };
                             return self.failed(classify_cancel(&reason), text, Some(member)).await;
                         }
-                        self.reauthenticated = false;
+                        self.trouble.answered();
                         // The answer to a progress request: where the member
                         // stands. (Only after a quiet liveness window: a
                         // healthy follower has long caught up by then.)
                         if probed && resp.events().is_empty() && !resp.created() {
                             let at = resp.header().map(|h| h.revision()).unwrap_or_default();
-                            if at > 0 && at < self.rev {
+                            if at > 0 && at < self.mirror.rev() {
                                 return Ok(Flow::Behind(at));
                             }
-                            self.behind = 0;
+                            self.trouble.caught_up();
                         }
                         if !resp.events().is_empty() {
-                            self.behind = 0;
+                            self.trouble.caught_up();
                         }
                         if !self.apply(resp.events()).await {
                             return Ok(Flow::Stop);
@@ -377,6 +333,59 @@ impl Engine {
                     deadline = Instant::now() + self.opts.probe_timeout;
                 }
             }
+        }
+    }
+    /// Apply and forward one response's events. False if the consumer is gone.
+    async fn apply(&mut self, events: &[etcd_client::Event]) -> bool {
+        let changes = Change::from_events(events, self.opts.scope, &self.prefix);
+        let (events, moved) = self.mirror.apply(changes);
+        let mut batch: Vec<WatchMessage> = events.into_iter().map(WatchMessage::Event).collect();
+        if let Some(revision) = moved.filter(|_| self.opts.progress_marks) {
+            batch.push(WatchMessage::Progress { revision });
+        }
+        self.send_batch(batch).await
+    }
+
+    /// Re-list and emit the difference; `why` says why the watch cannot
+    /// simply resume. False if stopped.
+    async fn resync(&mut self, why: &str) -> Result<bool> {
+        warn!(
+            prefix = %self.prefix,
+            needed = self.mirror.rev() + 1,
+            "watch cannot resume: {why}; re-listing and sending the difference"
+        );
+        let Some((revision, nodes)) = self.list_retrying(0).await? else {
+            return Ok(false);
+        };
+        let diff = self.mirror.resync(revision, nodes);
+        info!(prefix = %self.prefix, revision, changes = diff.len(), "resynced");
+        let mut batch: Vec<WatchMessage> = diff.into_iter().map(WatchMessage::Event).collect();
+        if self.opts.progress_marks {
+            batch.push(WatchMessage::Progress { revision });
+        }
+        Ok(self.send_batch(batch).await)
+    }
+
+    /// Act on what a failed or cancelled stream means ([`Trouble::judge`]).
+    /// `member` is the pool's index of the member that served the stream,
+    /// if one did: the one whose token is refreshed.
+    async fn failed(&mut self, class: Class, why: String, member: Option<usize>) -> Result<Flow> {
+        match self.trouble.judge(class, why, self.prefix.as_str()) {
+            Verdict::Reauthenticate(why) => {
+                if let Some(i) = member {
+                    let refresh = self.rpc.pool().refresh_token(i);
+                    if tokio::time::timeout(self.rpc.request_timeout(), refresh)
+                        .await
+                        .is_err()
+                    {
+                        debug!(prefix = %self.prefix, "no answer to the token refresh in time");
+                    }
+                }
+                Ok(Flow::Reconnect(why))
+            }
+            Verdict::Reconnect(why) => Ok(Flow::Reconnect(why)),
+            Verdict::Compacted => Ok(Flow::Compacted(0)),
+            Verdict::Fatal(e) => Err(e),
         }
     }
 }

@@ -1,167 +1,86 @@
-//! A prefix watch that never loses or repeats an event: the options,
-//! handle and stream users see, and the one consistent listing. The engine
-//! that does the work, and its design, is in `engine.rs`.
+//! A prefix watch that never loses or repeats an event: the handle and
+//! stream users see, and the function that starts the engine behind them.
+//!
+//! From the bottom up: what a watch is asked for and where it stands
+//! (`options.rs`), the one consistent listing (`list.rs`), the prefix as
+//! delivered and its diffing (`mirror.rs`) and the record of failures and
+//! what each means (`failure.rs`), both plain data tested without etcd;
+//! the engine that streams, resumes and resyncs on them (`engine.rs`); and
+//! this module on top, which starts it.
+//!
+//! # Design
+//!
+//! The engine keeps the prefix's current state (`key -> Node`) and the last
+//! revision it has fully applied, `rev`.
+//!
+//! 1. It lists the prefix at revision R (a consistent range read) and yields
+//!    the [`Snapshot`]; `rev = R`.
+//! 2. It watches the key range from `rev + 1`. Every event is classified
+//!    against the state it keeps (new key or new value: set; same bytes:
+//!    update; delete: delete), applied, and yielded; `rev` advances once a
+//!    whole response (all events of its revisions) has been applied.
+//! 3. When the stream fails in any way (error, end, cancel by a member that
+//!    lost its leader, or silence: no answer to a progress request within
+//!    the liveness window), it backs off (capped, jittered) and watches again
+//!    from `rev + 1`. etcd replays exactly the revisions after `rev`, so
+//!    nothing is lost; events at or below `rev` are dropped, so nothing is
+//!    repeated. The balanced channel sends the new stream to a live member.
+//! 4. When etcd says the revisions after `rev` were compacted, it re-lists
+//!    the prefix and yields the difference against its state as set and
+//!    delete events marked [`Event::is_resync`], then carries on from the
+//!    listing's revision.
+//! 5. When a member answers the progress request with a revision below
+//!    `rev`, it lacks what the watch already applied: a follower that lags
+//!    by seconds, or one whose history differs (etcd 3.5.0-3.5.2 can lose
+//!    applied entries when killed, etcd issue 13766). A stream there would
+//!    wait, silent, for revisions it may never reach, so the engine leaves
+//!    that member as in step 3. When every member in turn says so, etcd's
+//!    history itself went back (a restore from a snapshot): the engine
+//!    re-lists and yields the difference, as in step 4.
+//!
+//! The previous value of an event comes from that state, not from etcd's
+//! `prev_kv`: the two agree while the state is complete, and the state is
+//! also what a resync diffs against, so one source serves both (and the
+//! watch carries each value once, not twice).
+//!
+//! `rev` moves only on events, never on progress notifications: before
+//! etcd 3.4.24 and 3.5.8 a progress notification can overtake events not
+//! yet sent (etcd issue 15220), and resuming past them would lose them.
+//! A quiet prefix therefore resumes from its last event; if that revision
+//! has been compacted meanwhile, the resync of step 4 applies.
 
-mod apply;
 mod engine;
 mod failure;
+mod list;
+mod mirror;
+mod options;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
 
-use etcd_client::GetOptions;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
-use crate::error::{Class, Error, Result, classify};
+use crate::error::{Error, Result};
 use crate::key::Prefix;
-use crate::node::{Node, Snapshot, WatchMessage};
-use crate::retry::Backoff;
+use crate::node::{Snapshot, WatchMessage};
+use crate::rpc::Rpc;
 use engine::Engine;
-
-/// Options for [`Client::watch_prefix`].
-#[derive(Clone, Debug)]
-pub struct WatchOptions {
-    start_revision: i64,
-    liveness: Duration,
-    probe_timeout: Duration,
-    buffer: usize,
-    progress_marks: bool,
-    /// Which keys the prefix stands for: set by the library's own users
-    /// (config, the registration's key watch), not by crate users.
-    pub(crate) scope: Scope,
-}
-
-/// Which keys a watch of a prefix `P` covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// The keys under `P/` (etcd v2's directory): what users watch.
-    Dir,
-    /// `P` itself and the keys under `P/`: a config is either one JSON
-    /// document at `P` or one key per field under it.
-    SelfAndDir,
-    /// `P` alone: the registration's watch on its own key.
-    Key,
-}
-
-impl Scope {
-    /// The etcd `[start, end)` range to list and watch. May hold more than
-    /// the scope (see [`Prefix::self_and_dir_range`]); [`Scope::covers`]
-    /// filters.
-    fn range(self, p: &Prefix) -> (Vec<u8>, Vec<u8>) {
-        match self {
-            Scope::Dir => p.dir_range(),
-            Scope::SelfAndDir => p.self_and_dir_range(),
-            Scope::Key => {
-                let key = p.as_str().as_bytes().to_vec();
-                // The smallest key after `key`: etcd's range of one key.
-                let mut end = key.clone();
-                end.push(0);
-                (key, end)
-            }
-        }
-    }
-
-    fn covers(self, p: &Prefix, key: &[u8]) -> bool {
-        match self {
-            Scope::Dir => p.contains(key),
-            Scope::SelfAndDir => p.covers(key),
-            Scope::Key => key == p.as_str().as_bytes(),
-        }
-    }
-}
-
-impl Default for WatchOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl WatchOptions {
-    /// Start now: the snapshot is the current state.
-    pub const fn new() -> Self {
-        Self {
-            start_revision: 0,
-            liveness: Duration::from_secs(3),
-            probe_timeout: Duration::from_secs(2),
-            buffer: 64,
-            progress_marks: false,
-            scope: Scope::Dir,
-        }
-    }
-
-    /// Continue from a known revision: the snapshot is the prefix as it was
-    /// at `revision` (an etcd range read at that revision) and events start
-    /// at `revision + 1` (etcd's watch `start_revision`).
-    ///
-    /// If etcd has compacted `revision` away, the snapshot is the current
-    /// state instead and is marked [`Snapshot::is_resync`].
-    pub const fn with_start_revision(mut self, revision: i64) -> Self {
-        self.start_revision = revision;
-        self
-    }
-
-    /// After this long without any message, ask etcd for a progress
-    /// notification (`WatchProgressRequest`); if nothing at all arrives
-    /// within `timeout` after that, the stream is treated as dead and
-    /// resumed elsewhere. Catches frozen members and half-open connections.
-    pub const fn with_liveness(mut self, idle: Duration, timeout: Duration) -> Self {
-        self.liveness = idle;
-        self.probe_timeout = timeout;
-        self
-    }
-
-    /// Send a [`WatchMessage::Progress`] after each batch of events (all
-    /// the events of one or more whole revisions) and after a resync.
-    pub const fn with_progress_marks(mut self, on: bool) -> Self {
-        self.progress_marks = on;
-        self
-    }
-
-    /// How many batches (etcd responses) may wait for a slow consumer before
-    /// the engine stops reading from etcd (etcd then buffers on its side).
-    pub const fn with_buffer(mut self, messages: usize) -> Self {
-        self.buffer = if messages == 0 { 1 } else { messages };
-        self
-    }
-}
-
-/// Where a watch stands, for logs, status lines and readiness.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchStatus {
-    /// Listing the prefix or opening the first stream.
-    Connecting,
-    /// Streaming; everything up to `revision` has been delivered.
-    Live {
-        /// The last revision applied.
-        revision: i64,
-        /// The etcd member id serving the stream.
-        member: u64,
-    },
-    /// The stream failed; retrying with backoff.
-    Reconnecting {
-        /// When the stream was last healthy.
-        since: SystemTime,
-        /// Attempts so far.
-        attempt: u32,
-        /// The last failure.
-        error: String,
-    },
-    /// The watch ended (cancelled, dropped, or a permanent error).
-    Stopped,
-}
+use list::list;
+pub(crate) use options::Scope;
+pub use options::{WatchOptions, WatchStatus};
 
 /// Control over a running watch. Dropping it does not stop the watch;
 /// dropping the [`WatchStream`] or calling [`WatchHandle::cancel`] does.
 #[derive(Debug, Clone)]
 pub struct WatchHandle {
+    /// Stops the engine ([`WatchHandle::cancel`]).
     cancel: CancellationToken,
+    /// The engine's connection state, as it reports it.
     status: watch::Receiver<WatchStatus>,
+    /// The watched prefix, for [`WatchHandle::prefix`].
     prefix: Prefix,
 }
 
@@ -189,7 +108,9 @@ impl WatchHandle {
 pub struct WatchStream {
     // The engine sends one batch per etcd response, so that a burst costs
     // one channel operation rather than one per event.
+    /// The engine's batches: one per etcd response.
     rx: mpsc::Receiver<Result<Vec<WatchMessage>>>,
+    /// The rest of the batch being handed out one message at a time.
     pending: VecDeque<WatchMessage>,
 }
 
@@ -211,6 +132,15 @@ impl Stream for WatchStream {
 }
 
 impl WatchStream {
+    /// A stream over batches sent by hand, for tests of consumers.
+    #[cfg(test)]
+    pub(crate) fn from_batches(rx: mpsc::Receiver<Result<Vec<WatchMessage>>>) -> Self {
+        Self {
+            rx,
+            pending: VecDeque::new(),
+        }
+    }
+
     /// Wait for the first message, the snapshot, and return it: the start
     /// of every consumer that folds a prefix into state (see
     /// [`PrefixState`](crate::PrefixState)). An `Err` is the watch's
@@ -245,10 +175,10 @@ impl WatchStream {
     }
 }
 
-/// Start the engine behind [`Client::watch_prefix`] (and the registration's
+/// Start the engine behind [`Client::watch_prefix`](crate::Client::watch_prefix) (and the registration's
 /// watch on its own key) on the current tokio runtime.
 pub(crate) fn start(
-    client: &Client,
+    rpc: &Rpc,
     prefix: &str,
     options: WatchOptions,
 ) -> Result<(WatchHandle, WatchStream)> {
@@ -262,23 +192,7 @@ pub(crate) fn start(
     let (tx, rx) = mpsc::channel(options.buffer);
     let (status_tx, status_rx) = watch::channel(WatchStatus::Connecting);
     let cancel = CancellationToken::new();
-    let range = options.scope.range(&prefix);
-    let engine = Engine {
-        client: client.clone(),
-        prefix: prefix.clone(),
-        range,
-        opts: options,
-        tx,
-        status: status_tx,
-        cancel: cancel.clone(),
-        state: HashMap::new(),
-        rev: 0,
-        backoff: Backoff::for_watch(),
-        down_since: None,
-        attempt: 0,
-        reauthenticated: false,
-        behind: 0,
-    };
+    let engine = Engine::new(rpc, prefix.clone(), options, tx, status_tx, cancel.clone());
     tokio::spawn(engine.run());
     Ok((
         WatchHandle {
@@ -293,57 +207,14 @@ pub(crate) fn start(
     ))
 }
 
-/// [`Client::get_prefix`].
-pub(crate) async fn get_prefix(client: &Client, prefix: &str) -> Result<Snapshot> {
+/// [`Client::get_prefix`](crate::Client::get_prefix).
+pub(crate) async fn get_prefix(rpc: &Rpc, prefix: &str) -> Result<Snapshot> {
     let prefix = Prefix::new(prefix)?;
-    let (revision, nodes) = list(client, &prefix, &prefix.dir_range(), 0).await?;
+    let (revision, nodes) = list(rpc, &prefix, &prefix.dir_range(), 0).await?;
     Ok(Snapshot {
         prefix,
         revision,
         nodes,
         resync: false,
     })
-}
-
-/// A consistent listing of `range` at `revision` (0: now). Returns the
-/// listing's revision and the nodes in key order.
-pub(crate) async fn list(
-    client: &Client,
-    prefix: &Prefix,
-    range: &(Vec<u8>, Vec<u8>),
-    revision: i64,
-) -> Result<(i64, Vec<Node>)> {
-    let mut opts = GetOptions::new().with_range(range.1.clone());
-    if revision > 0 {
-        opts = opts.with_revision(revision);
-    }
-    let resp = client
-        .call("get", |c| {
-            let (mut kv, start, opts) = (c.kv(), range.0.clone(), opts.clone());
-            async move { kv.get(start, Some(opts)).await }
-        })
-        .await
-        .map_err(|e| get_error(prefix, revision, e))?;
-    let head = resp.header().map(|h| h.revision()).unwrap_or_default();
-    let nodes = resp
-        .kvs()
-        .iter()
-        .filter(|kv| prefix.covers(kv.key()))
-        .map(Node::from_kv)
-        .collect();
-    Ok((if revision > 0 { revision } else { head }, nodes))
-}
-
-fn get_error(prefix: &Prefix, revision: i64, e: etcd_client::Error) -> Error {
-    let msg = crate::error::status_message(&e);
-    match classify(&e) {
-        Class::Compacted => Error::Compacted {
-            requested: revision,
-            compacted: None,
-        },
-        Class::Fatal if msg.contains("future revision") => Error::InvalidOption(format!(
-            "revision {revision} is in the future; etcd has not reached it yet"
-        )),
-        _ => Error::from_etcd("get", prefix.as_str(), e),
-    }
 }
