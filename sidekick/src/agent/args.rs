@@ -1,13 +1,13 @@
-//! The sidekick's command line, and the plan it becomes once checked.
+//! The sidekick's command line as the user types it; `plan.rs` checks it
+//! and turns it into what the sidekick does.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use discovery::RegisterOptions;
 
+use super::check::CheckKind;
 use crate::common::etcd_args::parse_positive_duration;
-use crate::common::exit::usage;
 use crate::common::{EtcdArgs, LogArgs};
 
 /// Keep a container's address in etcd under a lease, the way the CoreOS
@@ -61,6 +61,19 @@ pub struct Args {
     )]
     pub only_label: Option<String>,
 
+    /// With --all: the only prefixes containers' labels may name keys under (repeatable) [default: --prefix]
+    #[arg(
+        long,
+        env = "SIDEKICK_ALLOW_PREFIX",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub allow_prefix: Vec<String>,
+
+    /// With --all: let containers' labels ask for exec:CMD checks, which run CMD on this host as sidekick's user
+    #[arg(long, env = "SIDEKICK_ALLOW_EXEC_CHECKS")]
+    pub allow_exec_checks: bool,
+
     /// Lease TTL: how long the key outlives a sidekick that stops heart-beating (8, 8s, 1m)
     #[arg(
         long,
@@ -96,6 +109,10 @@ pub struct Args {
     #[arg(long, env = "SIDEKICK_NETWORK", value_name = "NAME")]
     pub network: Option<String>,
 
+    /// Which of the container's addresses to register: 4, 6, or both (a JSON list, or KEY and KEY-v6) [default: IPv4, else IPv6]
+    #[arg(long, env = "SIDEKICK_FAMILY", value_enum, value_name = "4|6|both")]
+    pub family: Option<FamilyArg>,
+
     /// Register IP:PORT instead of the bare IP (with --address published: the container port whose binding to use)
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
@@ -104,7 +121,7 @@ pub struct Args {
     #[arg(long, env = "SIDEKICK_ADDRESS", value_enum, default_value_t = AddressMode::Ip)]
     pub address: AddressMode,
 
-    /// With --address published: the host's address other hosts reach it by
+    /// With --address published: the host's address other hosts reach it by (IPv4 or IPv6)
     #[arg(long, env = "SIDEKICK_HOST_IP", value_name = "ADDR")]
     pub host_ip: Option<IpAddr>,
 
@@ -116,15 +133,54 @@ pub struct Args {
     #[arg(long)]
     pub require_healthy: bool,
 
+    /// Register only while this check passes: tcp, http:PATH, exec:CMD (on this host) or docker-exec:CMD (in the container)
+    #[arg(long, value_name = "KIND", value_parser = CheckKind::parse)]
+    pub check: Option<CheckKind>,
+
+    /// How often to check [default: 10s]
+    #[arg(long, value_name = "DURATION", requires = "check", value_parser = discovery::parse_duration)]
+    pub check_interval: Option<Duration>,
+
+    /// How long one check may take before it counts as critical [default: the interval, at most 10s]
+    #[arg(long, value_name = "DURATION", requires = "check", value_parser = discovery::parse_duration)]
+    pub check_timeout: Option<Duration>,
+
+    /// Passing checks in a row that register a withdrawn container again [default: 2]
+    #[arg(long, value_name = "N", requires = "check", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub check_rise: Option<u32>,
+
+    /// Critical checks in a row that withdraw a registered container [default: 3]
+    #[arg(long, value_name = "N", requires = "check", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub check_fall: Option<u32>,
+
+    /// Failures this soon after the start do not count, and until the first pass checks come every second [default: 0]
+    #[arg(long, value_name = "DURATION", requires = "check", value_parser = discovery::parse_duration)]
+    pub check_start_period: Option<Duration>,
+
     /// Serve Prometheus metrics on this address (such as 127.0.0.1:9101)
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// The etcd connection (`--endpoints`, TLS, auth, timeouts), as etcdctl names them.
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
+    /// `--log-format`: how the log lines on stderr are written.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `--family`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FamilyArg {
+    /// The IPv4 address only.
+    #[value(name = "4")]
+    V4,
+    /// The IPv6 address only.
+    #[value(name = "6")]
+    V6,
+    /// Both: a JSON list, or two keys (KEY for IPv4, KEY-v6 for IPv6).
+    Both,
 }
 
 /// `--address`.
@@ -134,222 +190,4 @@ pub enum AddressMode {
     Ip,
     /// `--host-ip` and the host port a `-p` binding publishes.
     Published,
-}
-
-/// Where a registered address comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Address {
-    /// The container's IP on a Docker network (`--network`, or the default rule).
-    Container {
-        /// `--network`.
-        network: Option<String>,
-    },
-    /// This host address, with the host port Docker publishes.
-    Published {
-        /// `--host-ip`.
-        host_ip: IpAddr,
-    },
-}
-
-/// What one sidekick process does, checked.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    /// Keep a fixed address at `key`.
-    Static {
-        /// The key.
-        key: String,
-        /// The address.
-        ip: IpAddr,
-    },
-    /// Follow one container.
-    Container {
-        /// The key.
-        key: String,
-        /// The container's name or id.
-        name: String,
-        /// Where its address comes from.
-        address: Address,
-        /// `--require-healthy`.
-        require_healthy: bool,
-    },
-    /// Every labelled container on the host.
-    Host {
-        /// Prefix for registrator-style `SERVICE_NAME` containers.
-        prefix: String,
-        /// Where addresses come from (a container's labels may name a network).
-        address: Address,
-        /// `--only-label`: a label key, and the value it must have.
-        only: Option<(String, Option<String>)>,
-    },
-}
-
-/// The command line, checked.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// What to do.
-    pub mode: Mode,
-    /// TTL and keep-alive interval.
-    pub register: RegisterOptions,
-    /// The safety resync period.
-    pub resync: Duration,
-}
-
-impl Args {
-    /// Check everything that can be checked before touching etcd or Docker.
-    pub fn plan(&self) -> anyhow::Result<Plan> {
-        let register = self.register_options()?;
-        let address = self.address()?;
-        let mode = match (&self.key, &self.container, &self.ip, self.all) {
-            (_, None, None, true) => self.host_mode(address)?,
-            (Some(key), Some(c), None, false) => {
-                check_key(key)?;
-                Mode::Container {
-                    key: key.clone(),
-                    name: check_container(c)?,
-                    address,
-                    require_healthy: self.require_healthy,
-                }
-            }
-            (Some(key), None, Some(ip), false) => self.static_mode(key, ip)?,
-            // clap's group and `required_unless_present` rule these out.
-            _ => return Err(usage("give exactly one of --container, --ip and --all")),
-        };
-        Ok(Plan {
-            mode,
-            register,
-            resync: self.resync,
-        })
-    }
-
-    /// `--ttl` and `--interval`.
-    fn register_options(&self) -> anyhow::Result<RegisterOptions> {
-        // The TTL alone first: an error then is --ttl's, and one that only
-        // the interval brings is --interval's (no reading of the message).
-        let mut register = RegisterOptions::new(self.ttl);
-        register
-            .validate()
-            .map_err(|e| usage(format!("--ttl: {e}")))?;
-        if let Some(i) = self.interval {
-            register = register.with_interval(i);
-            register
-                .validate()
-                .map_err(|e| usage(format!("--interval: {e}")))?;
-        }
-        Ok(register)
-    }
-
-    /// `--address`, `--host-ip` and `--network`.
-    fn address(&self) -> anyhow::Result<Address> {
-        if let Some(n) = &self.network {
-            if n.trim().is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(usage(format!(
-                    "--network: {n:?} is not a Docker network name"
-                )));
-            }
-        }
-        match (self.address, self.host_ip) {
-            (AddressMode::Ip, None) => Ok(Address::Container {
-                network: self.network.clone(),
-            }),
-            (AddressMode::Ip, Some(_)) => Err(usage(
-                "--host-ip applies to --address published; add it, or drop --host-ip",
-            )),
-            (AddressMode::Published, None) => Err(usage(
-                "--address published needs --host-ip ADDR: the host address other hosts reach the published port by",
-            )),
-            (AddressMode::Published, Some(ip)) if ip.is_unspecified() => Err(usage(format!(
-                "--host-ip: {ip} is the unspecified address; give the address other hosts connect to"
-            ))),
-            (AddressMode::Published, Some(_)) if self.network.is_some() => Err(usage(
-                "--network applies to --address ip; a published port is reached through --host-ip",
-            )),
-            (AddressMode::Published, Some(_)) if self.port.is_none() && !self.all => Err(usage(
-                "--address published needs --port: the container port whose host binding to register",
-            )),
-            (AddressMode::Published, Some(host_ip)) => Ok(Address::Published { host_ip }),
-        }
-    }
-
-    /// `--all`: every labelled container.
-    fn host_mode(&self, address: Address) -> anyhow::Result<Mode> {
-        discovery::Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
-        if self.port.is_some() || self.json_value || self.require_healthy {
-            return Err(usage(
-                "--port, --json-value and --require-healthy apply to one container; with --all use the labels discovery.port, discovery.value and discovery.require-healthy",
-            ));
-        }
-        let only = match self.only_label.as_deref().map(str::trim) {
-            None => None,
-            Some("") => {
-                return Err(usage("--only-label: give a label key, or KEY=VALUE"));
-            }
-            Some(l) => Some(match l.split_once('=') {
-                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
-                None => (l.to_owned(), None),
-            }),
-        };
-        Ok(Mode::Host {
-            prefix: self.prefix.trim_end_matches('/').to_owned(),
-            address,
-            only,
-        })
-    }
-
-    /// `--ip`: a fixed address, no Docker.
-    fn static_mode(&self, key: &str, ip: &str) -> anyhow::Result<Mode> {
-        check_key(key)?;
-        let ip: IpAddr = ip.trim().parse().map_err(|_| {
-            usage(format!(
-                "--ip: {ip:?} is not an IPv4 or IPv6 address (such as 10.1.0.7)"
-            ))
-        })?;
-        if ip.is_unspecified() {
-            return Err(usage(format!(
-                "--ip: {ip} is the unspecified address; register the address consumers should connect to"
-            )));
-        }
-        if self.network.is_some() {
-            return Err(usage(
-                "--network applies to --container; with --ip there is no Docker network",
-            ));
-        }
-        if self.require_healthy {
-            return Err(usage(
-                "--require-healthy needs --container: Docker reports health, and --ip has no container",
-            ));
-        }
-        if self.address == AddressMode::Published {
-            return Err(usage(
-                "--address published needs --container or --all: the port binding comes from Docker",
-            ));
-        }
-        Ok(Mode::Static {
-            key: key.to_owned(),
-            ip,
-        })
-    }
-}
-
-fn check_key(key: &str) -> anyhow::Result<()> {
-    discovery::validate_key(key).map_err(|e| usage(format!("--key: {e}")))
-}
-
-/// Docker names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (a leading `/` is tolerated);
-/// ids are hex.
-fn check_container(c: &str) -> anyhow::Result<String> {
-    let name = c.strip_prefix('/').unwrap_or(c);
-    let mut chars = name.chars();
-    let ok = match chars.next() {
-        Some(first) => {
-            first.is_ascii_alphanumeric()
-                && chars.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
-        }
-        None => false,
-    };
-    if !ok {
-        return Err(usage(format!(
-            "--container: {c:?} is not a Docker container name or id (letters, digits, '_', '.', '-'; starting with a letter or digit)"
-        )));
-    }
-    Ok(name.to_owned())
 }

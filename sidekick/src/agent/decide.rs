@@ -2,11 +2,7 @@
 //! functions, so every rule is unit-tested without a daemon.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-
-use serde::Serialize;
-
-pub use super::args::Address;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What the sidekick needs to know about a container, from `docker inspect`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -23,8 +19,8 @@ pub struct ContainerView {
     pub restarting: bool,
     /// `State.StartedAt`: identifies one run of the container.
     pub started_at: String,
-    /// Network name to IPv4 address (empty when Docker gave none).
-    pub networks: BTreeMap<String, String>,
+    /// Network name to the container's addresses on it.
+    pub networks: BTreeMap<String, NetAddrs>,
     /// `State.Health.Status` when the image or run defines a HEALTHCHECK.
     pub health: Option<String>,
     /// TCP container port to the host ports Docker publishes it on.
@@ -37,55 +33,73 @@ pub struct ContainerView {
     pub env: Vec<String>,
 }
 
-/// What a registered value holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueKind {
-    /// The bare IP.
-    Ip,
-    /// `IP:PORT` (`[IP]:PORT` for IPv6).
-    IpPort,
-    /// `{"ip":…,"port":…,"container":…,"host":…}`.
-    Json,
+/// A container's addresses on one network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetAddrs {
+    /// `IPAddress`: none on an IPv6-only network, or before it is assigned.
+    pub v4: Option<Ipv4Addr>,
+    /// `GlobalIPv6Address`: set on a network created with `--ipv6`.
+    pub v6: Option<Ipv6Addr>,
 }
 
-/// How the registered value is written.
+impl NetAddrs {
+    /// Whether Docker gave no address at all.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+}
+
+/// Which of a container's addresses to register (`--family`,
+/// `discovery.family`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Family {
+    /// No choice made: the IPv4 address, or the IPv6 one on a network
+    /// that gives the container no IPv4 address.
+    #[default]
+    Auto,
+    /// `4`: the IPv4 address only.
+    V4,
+    /// `6`: the IPv6 address only.
+    V6,
+    /// `both`: every address the container has on the network.
+    Both,
+}
+
+impl Family {
+    /// Read `4`, `6` or `both`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "4" => Some(Family::V4),
+            "6" => Some(Family::V6),
+            "both" => Some(Family::Both),
+            _ => None,
+        }
+    }
+}
+
+/// Where a registered address comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValueFormat {
-    /// What the value holds.
-    pub kind: ValueKind,
-    /// The machine's host name, for the JSON form.
-    pub host: String,
+pub enum Address {
+    /// The container's IP on a Docker network (`--network`, or the default rule).
+    Container {
+        /// `--network`.
+        network: Option<String>,
+        /// `--family`: which of its addresses on that network.
+        family: Family,
+    },
+    /// This host address, with the host port Docker publishes.
+    Published {
+        /// `--host-ip`.
+        host_ip: IpAddr,
+    },
 }
 
-#[derive(Serialize)]
-struct JsonValue<'a> {
-    ip: &'a str,
-    port: Option<u16>,
-    container: Option<&'a str>,
-    host: &'a str,
-}
-
-impl ValueFormat {
-    /// The bytes to register for `ip` and `port` (and the container's
-    /// name, if any). Deterministic, so the same state always gives the
-    /// same bytes. `IpPort` without a port writes the bare IP.
-    pub fn render(&self, ip: &str, port: Option<u16>, container: Option<&str>) -> String {
-        match (self.kind, port) {
-            (ValueKind::Json, _) => {
-                let v = JsonValue {
-                    ip,
-                    port,
-                    container,
-                    host: &self.host,
-                };
-                // Serializing plain strings and numbers cannot fail.
-                serde_json::to_string(&v).unwrap_or_default()
-            }
-            (ValueKind::IpPort, Some(p)) if ip.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) => {
-                format!("[{ip}]:{p}")
-            }
-            (ValueKind::IpPort, Some(p)) => format!("{ip}:{p}"),
-            (ValueKind::Ip | ValueKind::IpPort, _) => ip.to_owned(),
+impl Address {
+    /// The family asked for (a published address is whatever `--host-ip` is).
+    pub fn family(&self) -> Family {
+        match self {
+            Address::Container { family, .. } => *family,
+            Address::Published { .. } => Family::Auto,
         }
     }
 }
@@ -104,10 +118,11 @@ pub struct Rules {
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Register this IP (and port).
+    /// Register these addresses (and port).
     Register {
-        /// The address.
-        ip: String,
+        /// The addresses: one, or with `--family both` the IPv4 one and
+        /// then the IPv6 one.
+        addrs: Vec<IpAddr>,
         /// The port to register: the container port, or the host port it
         /// is published on.
         port: Option<u16>,
@@ -135,40 +150,71 @@ pub fn decide(
     draining: bool,
     preferred: Option<&str>,
 ) -> Decision {
+    if let Some(not_now) = not_runnable(view, rules, draining) {
+        return not_now;
+    }
+    let (network_flag, family) = match &rules.address {
+        Address::Published { host_ip } => return published(view, rules.port, *host_ip),
+        Address::Container { network, family } => (network.as_deref(), *family),
+    };
+    let (network, addrs) = match network(view, network_flag, preferred) {
+        Ok(chosen) => chosen,
+        Err(d) => return d,
+    };
+    match pick(&view.name, network, addrs, family) {
+        Ok(addrs) => Decision::Register {
+            addrs,
+            port: rules.port,
+            network: network.to_owned(),
+        },
+        Err(d) => d,
+    }
+}
+
+/// Why nothing can be registered for this run right now, if so: it does
+/// not run, or is stopping, or is not healthy while that is required.
+fn not_runnable(view: &ContainerView, rules: &Rules, draining: bool) -> Option<Decision> {
     let name = &view.name;
     if !view.running {
-        return Decision::Withdraw(format!("container {name:?} is not running"));
+        return Some(Decision::Withdraw(format!(
+            "container {name:?} is not running"
+        )));
     }
     if view.paused {
-        return Decision::Withdraw(format!("container {name:?} is paused"));
+        return Some(Decision::Withdraw(format!("container {name:?} is paused")));
     }
     if view.restarting {
-        return Decision::Withdraw(format!("container {name:?} is restarting"));
+        return Some(Decision::Withdraw(format!(
+            "container {name:?} is restarting"
+        )));
     }
     if draining {
-        return Decision::Withdraw(format!("container {name:?} is stopping"));
+        return Some(Decision::Withdraw(format!(
+            "container {name:?} is stopping"
+        )));
     }
-    if rules.require_healthy {
-        match view.health.as_deref() {
-            None => {
-                return Decision::Misconfigured(format!(
-                    "--require-healthy needs a HEALTHCHECK, and container {name:?} has none \
-                     (add HEALTHCHECK to its image, or --health-cmd to docker run)"
-                ));
-            }
-            Some("healthy") => {}
-            Some(other) => {
-                return Decision::Withdraw(format!("container {name:?} is {other}, not healthy"));
-            }
-        }
+    if !rules.require_healthy {
+        return None;
     }
-    if let Address::Published { host_ip } = &rules.address {
-        return published(view, rules.port, *host_ip);
+    match view.health.as_deref() {
+        None => Some(Decision::Misconfigured(format!(
+            "--require-healthy needs a HEALTHCHECK, and container {name:?} has none \
+             (add HEALTHCHECK to its image, or --health-cmd to docker run)"
+        ))),
+        Some("healthy") => None,
+        Some(other) => Some(Decision::Withdraw(format!(
+            "container {name:?} is {other}, not healthy"
+        ))),
     }
-    let network_flag = match &rules.address {
-        Address::Container { network } => network.clone(),
-        Address::Published { .. } => None,
-    };
+}
+
+/// The network whose address to register, and the addresses on it.
+fn network<'v>(
+    view: &'v ContainerView,
+    flag: Option<&str>,
+    preferred: Option<&str>,
+) -> Result<(&'v str, &'v NetAddrs), Decision> {
+    let name = &view.name;
     let attached = || {
         let names: Vec<&str> = view.networks.keys().map(String::as_str).collect();
         if names.is_empty() {
@@ -177,63 +223,82 @@ pub fn decide(
             names.join(", ")
         }
     };
-    let (network, ip) = match &network_flag {
-        Some(wanted) => match view.networks.get(wanted) {
-            Some(ip) => (wanted.clone(), ip.clone()),
+    if let Some(wanted) = flag {
+        return match view.networks.get_key_value(wanted) {
+            Some((n, a)) => Ok((n, a)),
             None => {
                 let hint = match view.networks.keys().next() {
                     Some(first) if view.networks.len() == 1 => format!(" (use --network {first})"),
                     _ => String::new(),
                 };
-                return Decision::Misconfigured(format!(
+                Err(Decision::Misconfigured(format!(
                     "container {name:?} has no IP on network {wanted:?}; it is attached to: {}{hint}",
                     attached()
-                ));
+                )))
             }
-        },
-        None => {
-            let kept = preferred
-                .and_then(|p| view.networks.get_key_value(p))
-                .filter(|(_, ip)| !ip.is_empty());
-            if let Some(ip) = view.networks.get("bridge") {
-                ("bridge".to_owned(), ip.clone())
-            } else if view.networks.len() == 1 {
-                let (n, ip) = view
-                    .networks
-                    .iter()
-                    .next()
-                    .map(|(n, i)| (n.clone(), i.clone()))
-                    .unwrap_or_default();
-                (n, ip)
-            } else if view.networks.is_empty() {
-                return Decision::Misconfigured(format!(
-                    "container {name:?} is on no network with an address; for a container on the host's network, register the host's address with --ip"
-                ));
-            } else if let Some((n, ip)) = kept {
-                (n.clone(), ip.clone())
-            } else {
-                return Decision::Misconfigured(format!(
-                    "container {name:?} is on several networks and none is the default bridge; choose one with --network: {}",
-                    attached()
-                ));
-            }
+        };
+    }
+    if let Some((n, a)) = view.networks.get_key_value("bridge") {
+        return Ok((n, a));
+    }
+    if view.networks.len() == 1 {
+        if let Some((n, a)) = view.networks.iter().next() {
+            return Ok((n, a));
         }
-    };
-    if ip.is_empty() {
+    }
+    if view.networks.is_empty() {
+        return Err(Decision::Misconfigured(format!(
+            "container {name:?} is on no network with an address; for a container on the host's network, register the host's address with --ip"
+        )));
+    }
+    match preferred
+        .and_then(|p| view.networks.get_key_value(p))
+        .filter(|(_, a)| !a.is_empty())
+    {
+        Some((n, a)) => Ok((n, a)),
+        None => Err(Decision::Misconfigured(format!(
+            "container {name:?} is on several networks and none is the default bridge; choose one with --network: {}",
+            attached()
+        ))),
+    }
+}
+
+/// The addresses `family` asks for among `addrs`, the container's on `network`.
+fn pick(
+    name: &str,
+    network: &str,
+    addrs: &NetAddrs,
+    family: Family,
+) -> Result<Vec<IpAddr>, Decision> {
+    if addrs.is_empty() {
         if network == "host" || network == "none" {
-            return Decision::Misconfigured(format!(
+            return Err(Decision::Misconfigured(format!(
                 "container {name:?} uses network mode {network:?}, which gives it no address of its own; use --ip with the host's address"
-            ));
+            )));
         }
-        return Decision::Withdraw(format!(
+        return Err(Decision::Withdraw(format!(
             "container {name:?} has no address on {network:?} yet"
-        ));
+        )));
     }
-    Decision::Register {
-        ip,
-        port: rules.port,
-        network,
+    let (v4, v6) = (addrs.v4.map(IpAddr::V4), addrs.v6.map(IpAddr::V6));
+    let picked: Vec<IpAddr> = match family {
+        Family::Auto => v4.or(v6).into_iter().collect(),
+        Family::V4 => v4.into_iter().collect(),
+        Family::V6 => v6.into_iter().collect(),
+        Family::Both => v4.into_iter().chain(v6).collect(),
+    };
+    if !picked.is_empty() {
+        return Ok(picked);
     }
+    Err(Decision::Misconfigured(match (family, v4, v6) {
+        (Family::V4, _, Some(v6)) => format!(
+            "container {name:?} has only an IPv6 address on network {network:?} ({v6}); register it with family 6 or both (--family, or the label discovery.family)"
+        ),
+        (_, Some(v4), _) => format!(
+            "container {name:?} has no IPv6 address on network {network:?}, only {v4}; attach it to a network created with --ipv6, or register IPv4 with family 4 (--family, or the label discovery.family)"
+        ),
+        _ => format!("container {name:?} has no address of the family asked for on {network:?}"),
+    }))
 }
 
 /// `--address published`: the host address and the host port Docker
@@ -247,7 +312,7 @@ fn published(view: &ContainerView, port: Option<u16>, host_ip: IpAddr) -> Decisi
     };
     match view.published.get(&port).and_then(|p| p.first()) {
         Some(host_port) => Decision::Register {
-            ip: host_ip.to_string(),
+            addrs: vec![host_ip],
             port: Some(*host_port),
             network: "published".to_owned(),
         },
@@ -318,16 +383,33 @@ mod tests {
             started_at: "t1".into(),
             networks: nets
                 .iter()
-                .map(|(n, i)| (n.to_string(), i.to_string()))
+                .map(|(n, a)| (n.to_string(), addrs(a)))
                 .collect(),
             ..Default::default()
         }
     }
 
+    /// `"172.17.0.2"`, `"fd00::2"`, `"172.17.0.2,fd00::2"` or `""`.
+    fn addrs(a: &str) -> NetAddrs {
+        let mut n = NetAddrs::default();
+        for ip in a.split(',').filter(|s| !s.is_empty()) {
+            match ip.parse().unwrap() {
+                IpAddr::V4(v4) => n.v4 = Some(v4),
+                IpAddr::V6(v6) => n.v6 = Some(v6),
+            }
+        }
+        n
+    }
+
     fn rules(network: Option<&str>) -> Rules {
+        family_rules(network, Family::Auto)
+    }
+
+    fn family_rules(network: Option<&str>, family: Family) -> Rules {
         Rules {
             address: Address::Container {
                 network: network.map(str::to_owned),
+                family,
             },
             port: None,
             require_healthy: false,
@@ -337,7 +419,7 @@ mod tests {
     #[test]
     fn default_network_choice() {
         let reg = |ip: &str, net: &str| Decision::Register {
-            ip: ip.into(),
+            addrs: vec![ip.parse().unwrap()],
             port: None,
             network: net.into(),
         };
@@ -391,7 +473,7 @@ mod tests {
         assert_eq!(
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
-                ip: "172.17.0.2".into(),
+                addrs: vec!["172.17.0.2".parse().unwrap()],
                 port: None,
                 network: "bridge".into()
             }
@@ -401,7 +483,7 @@ mod tests {
         assert_eq!(
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
-                ip: "10.1.0.2".into(),
+                addrs: vec!["10.1.0.2".parse().unwrap()],
                 port: None,
                 network: "a".into()
             }
@@ -411,7 +493,7 @@ mod tests {
         assert_eq!(
             decide(&v, &rules(None), false, Some("a")),
             Decision::Register {
-                ip: "10.2.0.2".into(),
+                addrs: vec!["10.2.0.2".parse().unwrap()],
                 port: None,
                 network: "b".into()
             }
@@ -428,7 +510,7 @@ mod tests {
                 None
             ),
             Decision::Register {
-                ip: "10.1.0.5".into(),
+                addrs: vec!["10.1.0.5".parse().unwrap()],
                 port: None,
                 network: "net1".into()
             }
@@ -498,29 +580,6 @@ mod tests {
     }
 
     #[test]
-    fn values() {
-        let f = |kind| ValueFormat {
-            kind,
-            host: "node1".into(),
-        };
-        use ValueKind::*;
-        assert_eq!(f(Ip).render("10.1.0.2", Some(1), Some("m")), "10.1.0.2");
-        assert_eq!(
-            f(IpPort).render("10.1.0.2", Some(11211), Some("m")),
-            "10.1.0.2:11211"
-        );
-        assert_eq!(f(IpPort).render("fd00::2", Some(80), None), "[fd00::2]:80");
-        assert_eq!(
-            f(Json).render("10.1.0.2", Some(8091), Some("couchbase-1")),
-            r#"{"ip":"10.1.0.2","port":8091,"container":"couchbase-1","host":"node1"}"#
-        );
-        assert_eq!(
-            f(Json).render("10.1.0.2", None, None),
-            r#"{"ip":"10.1.0.2","port":null,"container":null,"host":"node1"}"#
-        );
-    }
-
-    #[test]
     fn published_ports() {
         let mut v = view(&[("bridge", "172.17.0.2")]);
         v.published.insert(11211, vec![32768]);
@@ -534,7 +593,7 @@ mod tests {
         assert_eq!(
             decide(&v, &r(Some(11211)), false, None),
             Decision::Register {
-                ip: "192.0.2.1".into(),
+                addrs: vec!["192.0.2.1".parse().unwrap()],
                 port: Some(32768),
                 network: "published".into()
             }
@@ -546,6 +605,44 @@ mod tests {
             m.contains("no host port for 80/tcp") && m.contains("-p HOSTPORT:80"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn families_on_ipv4_only_dual_stack_and_ipv6_only_networks() {
+        let reg = |ips: &[&str]| Decision::Register {
+            addrs: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            port: None,
+            network: "net".into(),
+        };
+        let v4 = view(&[("net", "10.1.0.2")]);
+        let dual = view(&[("net", "10.1.0.2,fd00::2")]);
+        let v6 = view(&[("net", "fd00::2")]);
+        let d = |v: &ContainerView, f| decide(v, &family_rules(None, f), false, None);
+        // The default: today's IPv4, and the IPv6 address where there is no other.
+        assert_eq!(d(&v4, Family::Auto), reg(&["10.1.0.2"]));
+        assert_eq!(d(&dual, Family::Auto), reg(&["10.1.0.2"]));
+        assert_eq!(d(&v6, Family::Auto), reg(&["fd00::2"]));
+        assert_eq!(d(&dual, Family::V4), reg(&["10.1.0.2"]));
+        assert_eq!(d(&dual, Family::V6), reg(&["fd00::2"]));
+        assert_eq!(d(&v6, Family::V6), reg(&["fd00::2"]));
+        assert_eq!(d(&dual, Family::Both), reg(&["10.1.0.2", "fd00::2"]));
+        assert_eq!(d(&v6, Family::Both), reg(&["fd00::2"]));
+        assert_eq!(d(&v4, Family::Both), reg(&["10.1.0.2"]));
+        let Decision::Misconfigured(m) = d(&v6, Family::V4) else {
+            panic!()
+        };
+        assert!(
+            m.contains("only an IPv6 address") && m.contains("fd00::2"),
+            "{m}"
+        );
+        let Decision::Misconfigured(m) = d(&v4, Family::V6) else {
+            panic!()
+        };
+        assert!(m.contains("no IPv6 address") && m.contains("--ipv6"), "{m}");
+        assert!(matches!(
+            d(&view(&[("net", "")]), Family::V6),
+            Decision::Withdraw(_)
+        ));
     }
 
     #[test]

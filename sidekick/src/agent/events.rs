@@ -21,9 +21,12 @@ type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, BollardError>> + Se
 
 /// The event subscription of one loop.
 pub(crate) struct EventFeed {
+    /// The subscription, while there is one.
     stream: Option<Events>,
     /// When to subscribe again while there is no stream.
     resubscribe_at: Instant,
+    /// Delays between subscriptions that fail; reset once a look at
+    /// Docker after a subscription worked.
     backoff: Backoff,
     /// `timeNano` of the last event, to resubscribe from.
     since: Option<i64>,

@@ -1,6 +1,6 @@
 //! The sidekick: keep containers' addresses registered in etcd.
 //!
-//! Three shapes, one per [`Mode`]:
+//! Three shapes, one per [`Plan`]:
 //! * `--container`: follow one container, as the chapter's units do
 //!   (`follow.rs`); one key, one lease.
 //! * `--all`: one agent per host (`host/`), every container that opts in
@@ -28,6 +28,7 @@
 //!   it for a while; if it is still running 30 s later it is registered again.
 
 pub mod args;
+pub mod check;
 pub mod decide;
 pub mod docker;
 mod events;
@@ -35,24 +36,22 @@ mod follow;
 mod host;
 pub mod labels;
 pub mod notify;
+mod one;
+pub mod plan;
 mod report;
+pub mod value;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use discovery::{Registration, RegistrationState};
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-pub use args::{Address, AddressMode, Args, Mode, Plan};
-use decide::{Rules, ValueFormat, ValueKind};
+pub use args::{AddressMode, Args};
 use docker::DockerConn;
-use follow::Follower;
-use notify::Notifier;
-use report::{Seen, report};
+pub use plan::Plan;
 
 use crate::common::exit::usage;
 use crate::common::metrics::{self, Metrics};
@@ -95,81 +94,6 @@ pub struct Control {
     pub reconcile: Arc<Notify>,
 }
 
-/// The plan with what it needs to run: a Docker connection exactly for
-/// the modes that follow Docker.
-enum Work {
-    /// One key under its own lease.
-    One { key: String, source: Source },
-    /// `--all`: every labelled container, under one host lease.
-    Host {
-        prefix: String,
-        address: Address,
-        only: Option<(String, Option<String>)>,
-        docker: DockerConn,
-    },
-}
-
-/// Where a single key's address comes from.
-enum Source {
-    /// `--ip`: a fixed address.
-    Static(std::net::IpAddr),
-    /// `--container`: one container, followed through Docker.
-    Container {
-        name: String,
-        rules: Rules,
-        docker: Box<DockerConn>,
-    },
-}
-
-impl Work {
-    /// Docker's address is checked here, before etcd is tried: a bad
-    /// DOCKER_HOST is a usage error, whatever etcd's state.
-    fn new(mode: Mode, port: Option<u16>) -> anyhow::Result<Self> {
-        Ok(match mode {
-            Mode::Static { key, ip } => Work::One {
-                key,
-                source: Source::Static(ip),
-            },
-            Mode::Container {
-                key,
-                name,
-                address,
-                require_healthy,
-            } => Work::One {
-                key,
-                source: Source::Container {
-                    name,
-                    rules: Rules {
-                        address,
-                        port,
-                        require_healthy,
-                    },
-                    docker: Box::new(DockerConn::from_env()?),
-                },
-            },
-            Mode::Host {
-                prefix,
-                address,
-                only,
-            } => Work::Host {
-                prefix,
-                address,
-                only,
-                docker: DockerConn::from_env()?,
-            },
-        })
-    }
-}
-
-/// What keeping one key needs besides its source.
-struct One<'a> {
-    format: ValueFormat,
-    port: Option<u16>,
-    resync: Duration,
-    metrics: &'a Arc<Metrics>,
-    ctl: &'a Control,
-}
-
 /// Run until `ctl.shutdown` (then revoke and return `Ok`), or until a
 /// configuration problem shows up (usage error, exit 2).
 pub async fn run(
@@ -179,21 +103,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let connect = args.etcd.connect_options(user_source)?;
-    let work = Work::new(plan.mode, args.port)?;
-    let metrics = Arc::new(Metrics::with_prefix("sidekick"));
+    // Docker's address is checked here, before etcd is tried: a bad
+    // DOCKER_HOST is a usage error, whatever etcd's state.
+    let docker = match plan.needs_docker() {
+        true => Some(DockerConn::from_env()?),
+        false => None,
+    };
+    let mut metrics = Metrics::with_prefix("sidekick");
+    let check_metrics = check::CheckMetrics::register(&mut metrics);
+    let metrics = Arc::new(metrics);
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, metrics.clone(), ctl.shutdown.clone())
             .await
             .map_err(|e| usage(format!("--metrics-addr {addr}: {e}")))?;
     }
-    let format = ValueFormat {
-        kind: match (args.json_value, args.port) {
-            (true, _) => ValueKind::Json,
-            (false, Some(_)) => ValueKind::IpPort,
-            (false, None) => ValueKind::Ip,
-        },
-        host: hostname(),
-    };
 
     info!(endpoints = %connect.endpoints().join(","), "connecting to etcd");
     // With STATUS=, the watchdog and a bounded READY=1 while etcd does not answer.
@@ -201,141 +124,26 @@ pub async fn run(
         r = notify::connect(&connect) => r.context("cannot use etcd")?,
         _ = ctl.shutdown.cancelled() => return Ok(()),
     };
-    match work {
-        Work::Host {
-            prefix,
-            address,
-            only,
-            docker,
-        } => {
-            let config = host::HostConfig {
-                prefix,
-                address,
-                only,
-                register: plan.register,
-                resync: plan.resync,
-                hostname: format.host,
-            };
-            host::HostAgent::new(client, docker, config, metrics)
+    match (plan, docker) {
+        (Plan::Host(cfg), Some(docker)) => {
+            host::HostAgent::new(client, docker, cfg, metrics, check_metrics)
                 .run(&ctl)
                 .await
         }
-        Work::One { key, source } => {
-            let reg = client.registration(&key, plan.register.clone())?;
-            let one = One {
-                format,
-                port: args.port,
-                resync: plan.resync,
-                metrics: &metrics,
-                ctl: &ctl,
-            };
-            let outcome = keep_one(&reg, source, one).await;
-            // Graceful stop (or a configuration error): revoke, so the key
-            // goes now.
-            deregister(reg, plan.register.ttl()).await;
-            outcome
+        (Plan::Container(cfg), Some(docker)) => {
+            one::follow(&client, docker, cfg, &metrics, check_metrics, &ctl).await
         }
-    }
-}
-
-/// Keep one key until shutdown or a refusal.
-async fn keep_one(reg: &Registration, source: Source, one: One<'_>) -> anyhow::Result<()> {
-    let (seen_tx, seen_rx) = watch::channel(Seen::Unknown);
-    let reporter = spawn_reporter(reg, seen_rx, one.metrics, one.ctl);
-    let outcome = match source {
-        Source::Static(ip) => {
-            let value = one.format.render(&ip.to_string(), one.port, None);
-            reg.set_value(value.clone());
-            seen_tx.send_replace(Seen::Up(value));
-            tokio::select! {
-                r = watch_refusal(reg, &one.ctl.shutdown) => r,
-                () = static_watchdog(reg) => Ok(()),
-            }
-        }
-        Source::Container {
-            name,
-            rules,
-            mut docker,
-        } => {
-            let follower = Follower::new(name, &mut docker, rules, one.format, reg, seen_tx);
-            tokio::select! {
-                r = follower.run(one.resync, one.ctl) => r,
-                r = watch_refusal(reg, &one.ctl.shutdown) => r,
-            }
-        }
-    };
-    reporter.abort();
-    outcome
-}
-
-/// Revoke the lease, waiting at most [`REVOKE_LIMIT`]: past it the key
-/// expires with its lease.
-async fn deregister(reg: Registration, ttl: Duration) {
-    Notifier::new().stopping();
-    let t = Instant::now();
-    let key = reg.key().to_owned();
-    match tokio::time::timeout(REVOKE_LIMIT, reg.deregister()).await {
-        Ok(_) => info!(%key, took = ?t.elapsed(), "deregistered; exiting"),
-        Err(_) => warn!(
-            %key,
-            waited = ?REVOKE_LIMIT,
-            ?ttl,
-            "etcd did not confirm the revoke in time; exiting, and the key expires with its lease"
-        ),
-    }
-}
-
-fn spawn_reporter(
-    reg: &Registration,
-    seen: watch::Receiver<Seen>,
-    metrics: &Arc<Metrics>,
-    ctl: &Control,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(report(
-        reg.key().to_owned(),
-        reg.state(),
-        seen,
-        metrics.clone(),
-        ctl.shutdown.clone(),
-    ))
-}
-
-/// In static mode there is no Docker loop: ping the watchdog (if enabled)
-/// for as long as the registration task is alive.
-async fn static_watchdog(reg: &Registration) {
-    let notifier = Notifier::new();
-    let Some(period) = notifier.watchdog_period() else {
-        return std::future::pending().await;
-    };
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tick.tick().await;
-        if !matches!(*reg.state().borrow(), RegistrationState::Stopped) {
-            notifier.watchdog();
-        }
-    }
-}
-
-/// Return an error if etcd refuses the registration for good (exit 2) or
-/// the registration task is gone (exit 1); Ok on shutdown.
-async fn watch_refusal(reg: &Registration, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let mut state = reg.state();
-    loop {
-        if let RegistrationState::Refused { error } = &*state.borrow_and_update() {
-            return Err(usage(format!(
-                "etcd refuses to register {}: {error}",
-                reg.key()
-            )));
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            r = state.changed() => if r.is_err() {
-                return Err(anyhow::anyhow!(
-                    "the registration of {} stopped unexpectedly; nothing keeps its lease alive",
-                    reg.key()
-                ));
+        (
+            Plan::Static {
+                key,
+                value,
+                register,
             },
-        }
+            _,
+        ) => one::keep_static(&client, &key, value, register, &metrics, &ctl).await,
+        // `needs_docker` made a connection for every plan that follows Docker.
+        (_, None) => Err(anyhow::anyhow!(
+            "no Docker connection for a plan that needs one"
+        )),
     }
 }

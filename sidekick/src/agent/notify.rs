@@ -36,7 +36,9 @@ fn send(state: &[NotifyState]) {
 /// Tells systemd how we are doing.
 #[derive(Debug, Default)]
 pub struct Notifier {
+    /// The last STATUS= sent: an unchanged one is not sent again.
     status: String,
+    /// `WATCHDOG_USEC`: systemd's watchdog timeout, when it set one.
     watchdog: Option<Duration>,
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bollard::models::{EventMessage, HealthStatusEnum};
 
-use crate::agent::decide::ContainerView;
+use crate::agent::decide::{ContainerView, NetAddrs};
 
 pub(super) fn view(c: bollard::models::ContainerInspectResponse) -> ContainerView {
     let state = c.state.unwrap_or_default();
@@ -20,7 +20,16 @@ pub(super) fn view(c: bollard::models::ContainerInspectResponse) -> ContainerVie
         .networks
         .unwrap_or_default()
         .into_iter()
-        .map(|(name, ep)| (name, ep.ip_address.unwrap_or_default()))
+        .map(|(name, ep)| {
+            let addrs = NetAddrs {
+                v4: ep.ip_address.as_deref().and_then(|a| a.parse().ok()),
+                v6: ep
+                    .global_ipv6_address
+                    .as_deref()
+                    .and_then(|a| a.parse().ok()),
+            };
+            (name, addrs)
+        })
         .collect();
     let mut published: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
     for (spec, bindings) in settings.ports.unwrap_or_default() {
@@ -81,17 +90,23 @@ pub struct Summary {
     /// The name, without the leading `/`.
     pub name: String,
     /// What must not have changed since the last inspect: networks and
-    /// their addresses, published ports, health, labels.
+    /// their addresses (IPv4 and IPv6), published ports, health, labels.
     pub fingerprint: String,
 }
 
 pub(super) fn summarize(c: bollard::models::ContainerSummary) -> Summary {
-    let networks: BTreeMap<String, String> = c
+    let networks: BTreeMap<String, (String, String)> = c
         .network_settings
         .and_then(|n| n.networks)
         .unwrap_or_default()
         .into_iter()
-        .map(|(name, ep)| (name, ep.ip_address.unwrap_or_default()))
+        .map(|(name, ep)| {
+            let addrs = (
+                ep.ip_address.unwrap_or_default(),
+                ep.global_ipv6_address.unwrap_or_default(),
+            );
+            (name, addrs)
+        })
         .collect();
     let mut ports: Vec<(u16, u16)> = c
         .ports

@@ -12,9 +12,15 @@
 //! and every `--resync`), which lists the running containers and inspects
 //! only those whose networks, ports, health or labels differ from what the
 //! last inspect saw.
+//!
+//! The cut: [`ledger::Ledger`] is the record (containers, the keys each
+//! wants, who owns each key), plain data unit-tested on its own;
+//! [`HostAgent`] here is the event loop that feeds it what Docker says and
+//! hands its result to the lease group; `status.rs` says where things stand.
 
-mod docker_side;
-mod publish;
+mod ledger;
+mod status;
+mod tracked;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,91 +28,69 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use discovery::{Client, GroupState, LeaseGroup, RegisterOptions};
+use discovery::{Client, GroupState, LeaseGroup};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::args::Address;
-use super::decide::{ContainerView, Decision, EventMeaning, ValueFormat, decide};
+use super::Control;
+use super::check::{CheckMetrics, Checks, Outcome};
+use super::decide::{ContainerView, EventMeaning};
 use super::docker::{DockerConn, DockerError, DockerEvent};
 use super::events::EventFeed;
-use super::labels::wanted;
 use super::notify::Notifier;
-use super::{Control, DRAIN_LIMIT};
+use super::plan::HostConfig;
 use crate::common::exit::usage;
 use crate::common::metrics::Metrics;
 use crate::common::time::sleep_until_opt;
+use ledger::{Ledger, Target};
+use status::Reporter;
 
+/// After the first resync, how long the lease group may wait for the
+/// first results of the checks, beyond their timeout: the first check of
+/// each comes within a second.
+const FIRST_RESULTS_MARGIN: Duration = Duration::from_secs(2);
+
+/// An inspect in flight: the container's id, the sequence number it was
+/// asked with, and Docker's answer.
 type Inspect =
     Pin<Box<dyn Future<Output = (String, u64, Result<Option<ContainerView>, DockerError>)> + Send>>;
 
-/// What host mode needs from the command line.
-#[derive(Debug, Clone)]
-pub(crate) struct HostConfig {
-    /// `--prefix`, for registrator-style names.
-    pub prefix: String,
-    /// `--address`, `--host-ip`.
-    pub address: Address,
-    /// `--only-label`.
-    pub only: Option<(String, Option<String>)>,
-    /// TTL and keep-alive interval of the host lease.
-    pub register: RegisterOptions,
-    /// `--resync`.
-    pub resync: Duration,
-    /// `%h`.
-    pub hostname: String,
-}
-
-/// One container that opted in, as last inspected.
-#[derive(Debug, Default)]
-struct Tracked {
-    name: String,
-    /// `docker ps`'s fingerprint when last inspected (empty: inspect at
-    /// the next resync).
-    fingerprint: String,
-    /// StartedAt of the run last inspected.
-    started_at: String,
-    /// A stopping signal was sent to this run, at this time.
-    draining: Option<(String, Instant)>,
-    /// Key to value this container should hold now.
-    wants: BTreeMap<String, String>,
-    /// Why it holds nothing (bad labels, no address), if so.
-    problems: Vec<String>,
-    /// Network of each key's last registration, kept while attached.
-    networks: HashMap<String, String>,
-}
-
-/// The agent. Fields:
+/// The event loop of `sidekick --all`.
 pub(crate) struct HostAgent {
-    /// etcd.
+    /// etcd, to start the lease group once Docker has listed the containers.
     client: Client,
     /// Docker, remade after a failure.
     docker: DockerConn,
-    /// The flags.
+    /// What the command line asked for.
     cfg: HostConfig,
-    /// Prometheus metrics.
+    /// Prometheus metrics (`--metrics-addr`).
     metrics: Arc<Metrics>,
-    /// The containers that opted in, by id.
-    tracked: HashMap<String, Tracked>,
-    /// Containers that did not opt in: id to their fingerprint, so a
-    /// resync does not inspect them again.
-    ignored: HashMap<String, String>,
-    /// Which container holds each key (the first to claim it keeps it).
-    owners: BTreeMap<String, String>,
-    /// Key conflicts: container id to the keys another container holds.
-    conflicts: HashMap<String, Vec<(String, String)>>,
-    /// What the lease group was last asked to hold.
+    /// The health checks' metrics.
+    check_metrics: CheckMetrics,
+    /// The health checks: when each runs, and those in flight.
+    checks: Checks<Target>,
+    /// Docker answered the first resync, and the lease group waits for the
+    /// checks' first results until then at the latest.
+    group_due: Option<Instant>,
+    /// What we know of the containers and their keys.
+    ledger: Ledger,
+    /// What the lease group was last asked to hold: the ledger's result,
+    /// kept to hand the group only what changed.
     desired: BTreeMap<String, Vec<u8>>,
-    /// The lease group, from the first successful resync on.
+    /// The lease group, from the first successful resync on (starting it
+    /// before would delete the keys an adopted lease holds for containers
+    /// not yet seen).
     group: Option<LeaseGroup>,
     /// Docker's event stream.
     feed: EventFeed,
-    /// A request found Docker unreachable: drop the event stream too.
+    /// A request found Docker unreachable: drop the event stream too (over
+    /// tcp:// a half-open stream would never end by itself).
     docker_failed: bool,
-    /// Inspects in flight, each with its container id and sequence number.
+    /// Inspects in flight: one slow inspect must not hold up another
+    /// container's delete.
     inflight: FuturesUnordered<Inspect>,
     /// The latest inspect asked for, per container: an older one that
     /// completes later is dropped.
@@ -114,28 +98,28 @@ pub(crate) struct HostAgent {
     /// `docker ps` fingerprints of containers a resync is inspecting,
     /// noted when their inspect applies.
     resync_fp: HashMap<String, String>,
-    /// What STATUS= last said.
-    status: String,
-    /// The last problems logged per container, to log each once.
-    logged: HashMap<String, Vec<String>>,
+    /// What the logs, the gauge and STATUS= last said.
+    reporter: Reporter,
 }
 
 impl HostAgent {
+    /// An agent that knows nothing yet.
     pub(crate) fn new(
         client: Client,
         docker: DockerConn,
         cfg: HostConfig,
         metrics: Arc<Metrics>,
+        check_metrics: CheckMetrics,
     ) -> Self {
         Self {
             client,
             docker,
             cfg,
             metrics,
-            tracked: HashMap::new(),
-            ignored: HashMap::new(),
-            owners: BTreeMap::new(),
-            conflicts: HashMap::new(),
+            check_metrics,
+            checks: Checks::new(),
+            group_due: None,
+            ledger: Ledger::default(),
             desired: BTreeMap::new(),
             group: None,
             feed: EventFeed::new(),
@@ -143,8 +127,7 @@ impl HostAgent {
             inflight: FuturesUnordered::new(),
             inspect_seq: HashMap::new(),
             resync_fp: HashMap::new(),
-            status: String::new(),
-            logged: HashMap::new(),
+            reporter: Reporter::default(),
         }
     }
 
@@ -181,9 +164,10 @@ impl HostAgent {
                 Ok(true) => {
                     if self.resync().await? {
                         self.feed.settled();
-                        if self.group.is_none() {
-                            self.start_group()?;
-                            group_state = self.group.as_ref().map(LeaseGroup::state);
+                        if self.group.is_none() && self.group_due.is_none() {
+                            let longest = self.ledger.checks().map(|(_, _, s)| s.timeout).max();
+                            let wait = longest.map_or(Duration::ZERO, |t| t + FIRST_RESULTS_MARGIN);
+                            self.group_due = Some(Instant::now() + wait);
                         }
                     }
                 }
@@ -194,14 +178,26 @@ impl HostAgent {
             if std::mem::take(&mut self.docker_failed) && self.feed.is_live() {
                 self.feed.lost(&mut self.docker);
             }
-            self.report(&mut notifier, group_state.as_ref());
+            // The group starts once every check had its first result (or
+            // its time is up), so that its first set of keys is complete.
+            let group_due = self.group_due.filter(|_| self.group.is_none());
+            if group_due
+                .is_some_and(|due| !self.ledger.awaiting_first_results() || Instant::now() >= due)
+            {
+                self.start_group()?;
+                group_state = self.group.as_ref().map(LeaseGroup::state);
+            }
+            let group_now = group_state.as_ref().map(|g| g.borrow().clone());
+            self.reporter.status(
+                &self.ledger,
+                self.desired.len(),
+                group_now.as_ref(),
+                &mut notifier,
+                &self.metrics,
+            );
             let live = self.feed.is_live();
             let resubscribe_at = self.feed.resubscribe_at();
-            let drain_end = self
-                .tracked
-                .values()
-                .filter_map(|t| t.draining.as_ref().map(|(_, at)| *at + DRAIN_LIMIT))
-                .min();
+            let drain_end = self.ledger.drain_end();
             tokio::select! {
                 biased;
                 _ = ctl.shutdown.cancelled() => return Ok(()),
@@ -212,6 +208,10 @@ impl HostAgent {
                 Some((id, seq, r)) = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.inspected(id, seq, r)?;
                 }
+                (target, outcome) = self.checks.next(self.docker.cached()) => {
+                    self.checked(&target, &outcome);
+                }
+                _ = sleep_until_opt(group_due) => {}
                 r = changed(&mut group_state) => {
                     if !r {
                         return Err(anyhow::anyhow!("the lease group stopped unexpectedly; nothing keeps the lease alive"));
@@ -227,13 +227,125 @@ impl HostAgent {
                         self.resync().await?;
                     }
                 }
-                _ = sleep_until_opt(drain_end), if live => self.drained().await?,
+                _ = sleep_until_opt(drain_end), if live => {
+                    for id in self.ledger.drained(Instant::now()) {
+                        self.inspect_soon(&id).await?;
+                    }
+                }
                 _ = sleep_until_opt(resubscribe_at) => {}
                 _ = watchdog.tick(), if period.is_some() => {
                     if group_state.as_ref().is_none_or(|s| !s.borrow().stopped) {
                         notifier.watchdog();
                     }
                 }
+            }
+        }
+    }
+
+    /// An event names a container: withdraw it at once if it is going
+    /// down, or look at it again.
+    async fn on_event(&mut self, e: &DockerEvent) -> anyhow::Result<()> {
+        let id = &e.container_id;
+        if id.is_empty() {
+            return Ok(());
+        }
+        let what = self.feed.meaning(e);
+        let tracked = self.ledger.is_tracked(id);
+        match what {
+            EventMeaning::Ignore => {}
+            EventMeaning::Down if tracked => {
+                let destroyed = e.action == "destroy";
+                if let Some(name) = self.ledger.down(id, destroyed, Instant::now()) {
+                    info!(container = %name, event = %e.action, signal = ?e.signal, "container going down; keys withdrawn");
+                }
+                self.publish();
+            }
+            // Not tracked, but an inspect is in flight (it started a moment
+            // ago): that inspect may predate the stop, so look again.
+            EventMeaning::Down if self.inspect_seq.contains_key(id) => {
+                self.inspect_soon(id).await?;
+            }
+            EventMeaning::Down => {}
+            // An untracked container matters on start (it may have just
+            // been created with labels, or with SERVICE_* in its
+            // environment), or when its event shows our labels.
+            EventMeaning::Up | EventMeaning::Recheck
+                if tracked || e.labelled || e.action == "start" =>
+            {
+                self.ledger.recheck(id, what == EventMeaning::Up);
+                self.inspect_soon(id).await?;
+            }
+            EventMeaning::Up | EventMeaning::Recheck => {}
+        }
+        Ok(())
+    }
+
+    /// List the running containers; inspect the ones that are new or
+    /// changed, and the tracked ones that are gone. Returns whether Docker
+    /// answered.
+    async fn resync(&mut self) -> anyhow::Result<bool> {
+        let list = match self.docker.list_running().await {
+            Ok(l) => l,
+            Err(DockerError::Refused(m)) => return Err(usage(m)),
+            Err(e) => {
+                self.docker_down(&e);
+                return Ok(false);
+            }
+        };
+        let (running, to_inspect) = self.ledger.stale(list);
+        let n = to_inspect.len();
+        for id in to_inspect {
+            let fp = running.get(&id).cloned();
+            if self.group.is_some() {
+                // Running: never block the event loop on a resync (a
+                // hundred inspects on a busy engine take seconds, and a
+                // stop meanwhile must still be a delete within
+                // milliseconds). The fingerprint is noted when it applies.
+                self.resync_fp.insert(id.clone(), fp.unwrap_or_default());
+                self.inspect_soon(&id).await?;
+                continue;
+            }
+            // Before the group starts, every container is looked at first,
+            // so that the group's first set of keys is complete.
+            self.inspect_seq.remove(&id);
+            let view = match self.docker.inspect(&id).await {
+                Ok(v) => v,
+                Err(DockerError::Refused(m)) => return Err(usage(m)),
+                Err(e) => {
+                    self.docker_down(&e);
+                    return Ok(false);
+                }
+            };
+            self.ledger.apply(&id, view, &self.cfg, Instant::now());
+            if let Some(fp) = fp {
+                self.ledger.note_fingerprint(&id, fp);
+            }
+        }
+        debug!(
+            running = running.len(),
+            inspected = n,
+            "resynced with docker ps"
+        );
+        self.publish();
+        Ok(true)
+    }
+
+    /// Start an inspect of `id` without waiting for it: its result is
+    /// applied when it comes, unless a newer one was asked for meanwhile.
+    async fn inspect_soon(&mut self, id: &str) -> anyhow::Result<()> {
+        match self.docker.inspect_later(id).await {
+            Ok(fut) => {
+                let seq = self.inspect_seq.entry(id.to_owned()).or_default();
+                *seq += 1;
+                let (id, seq) = (id.to_owned(), *seq);
+                self.inflight
+                    .push(Box::pin(async move { (id, seq, fut.await) }));
+                Ok(())
+            }
+            Err(DockerError::Refused(m)) => Err(usage(m)),
+            Err(e) => {
+                self.docker_down(&e);
+                Ok(())
             }
         }
     }
@@ -251,13 +363,9 @@ impl HostAgent {
         self.inspect_seq.remove(&id);
         match r {
             Ok(view) => {
-                self.apply(&id, view);
+                self.ledger.apply(&id, view, &self.cfg, Instant::now());
                 if let Some(fp) = self.resync_fp.remove(&id) {
-                    if let Some(t) = self.tracked.get_mut(&id) {
-                        t.fingerprint = fp;
-                    } else if let Some(f) = self.ignored.get_mut(&id) {
-                        *f = fp;
-                    }
+                    self.ledger.note_fingerprint(&id, fp);
                 }
             }
             Err(DockerError::Refused(m)) => return Err(usage(m)),
@@ -270,32 +378,56 @@ impl HostAgent {
         Ok(())
     }
 
-    /// The drain limit is up for containers that survived a stopping
-    /// signal: look at them again.
-    async fn drained(&mut self) -> anyhow::Result<()> {
-        let due: Vec<String> = self
-            .tracked
-            .iter()
-            .filter(|(_, t)| {
-                t.draining
-                    .as_ref()
-                    .is_some_and(|(_, at)| at.elapsed() >= DRAIN_LIMIT)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            if let Some(t) = self.tracked.get_mut(&id) {
-                t.draining = None;
-            }
-            self.inspect_soon(&id).await?;
+    /// A check's result is in: count it, schedule the next, and publish
+    /// if it changes what is registered.
+    fn checked(&mut self, target: &Target, outcome: &Outcome) {
+        self.check_metrics.result(outcome);
+        let now = Instant::now();
+        let (changed, starting) = self.ledger.check_result(target, outcome, now);
+        self.checks.after(target, starting, now);
+        if changed {
+            self.publish();
+        } else if let Some((name, state)) = self.ledger.check_state(target) {
+            // Only this key's state can have moved: updating it alone keeps
+            // a check's cost flat in the number of containers (a full
+            // report per result was most of a check's CPU with 200).
+            self.check_metrics.state(name, &target.1, state);
         }
-        Ok(())
+    }
+
+    /// Hand the group what changed in the ledger's result, have the checks
+    /// follow the ledger's, and say where the containers stand.
+    fn publish(&mut self) {
+        let desired = self.ledger.desired();
+        if let Some(group) = &self.group {
+            for k in self.desired.keys() {
+                if !desired.contains_key(k) {
+                    group.remove(k);
+                }
+            }
+            for (k, v) in &desired {
+                if self.desired.get(k) != Some(v) {
+                    if let Err(e) = group.set(k, v.clone()) {
+                        warn!(key = %k, error = %e, "cannot register this key");
+                    }
+                }
+            }
+        }
+        self.desired = desired;
+        let now = Instant::now();
+        let ledger = &self.ledger;
+        self.checks.retain(|t| ledger.is_checked(t));
+        for (target, probe, spec) in ledger.checks() {
+            self.checks.set(target, probe.clone(), spec, now);
+        }
+        self.reporter
+            .problems(&self.ledger, &self.metrics, &self.check_metrics);
     }
 
     fn start_group(&mut self) -> anyhow::Result<()> {
         info!(
             keys = self.desired.len(),
-            containers = self.tracked.len(),
+            containers = self.ledger.tracked_count(),
             ttl = ?self.cfg.register.ttl(),
             "registering the host's containers under one lease"
         );

@@ -1,15 +1,18 @@
 //! Follow one container (`--container`): Docker's event stream says what
 //! changed; an inspect follows each event that names the container, each
-//! (re)subscription, and a slow safety resync (`--resync`).
+//! (re)subscription, and a slow safety resync (`--resync`). What its keys
+//! hold, and its health check, are `keys.rs`'s.
+
+mod keys;
 
 use std::time::Duration;
 
-use discovery::{Backoff, Registration, RegistrationState};
+use discovery::{Backoff, RegistrationState};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::decide::{Decision, EventMeaning, Rules, ValueFormat, decide};
+use super::decide::{Decision, EventMeaning, Rules, decide};
 use super::docker::{DockerConn, DockerError, DockerEvent};
 use super::events::EventFeed;
 use super::notify::Notifier;
@@ -17,8 +20,9 @@ use super::report::Seen;
 use super::{Control, DRAIN_LIMIT};
 use crate::common::exit::usage;
 use crate::common::time::sleep_until_opt;
+pub(crate) use keys::Keys;
 
-/// The follow loop of one container. Fields:
+/// The follow loop of one container (`--container`).
 pub(crate) struct Follower<'a> {
     /// The container's name (or id) as given.
     pub(crate) name: String,
@@ -26,10 +30,8 @@ pub(crate) struct Follower<'a> {
     pub(crate) docker: &'a mut DockerConn,
     /// What to register, from the flags.
     pub(crate) rules: Rules,
-    /// How to write the value.
-    pub(crate) format: ValueFormat,
-    /// The key's registration in etcd.
-    pub(crate) reg: &'a Registration,
+    /// The keys in etcd, and the check that gates them.
+    pub(crate) keys: Keys<'a>,
     /// What the loop saw, for the reporter.
     pub(crate) seen: watch::Sender<Seen>,
     /// The container's id once known.
@@ -55,16 +57,14 @@ impl<'a> Follower<'a> {
         name: String,
         docker: &'a mut DockerConn,
         rules: Rules,
-        format: ValueFormat,
-        reg: &'a Registration,
+        keys: Keys<'a>,
         seen: watch::Sender<Seen>,
     ) -> Self {
         Self {
             name,
             docker,
             rules,
-            format,
-            reg,
+            keys,
             seen,
             id: None,
             draining: None,
@@ -80,8 +80,11 @@ impl<'a> Follower<'a> {
 /// Waiting for a container that does not exist yet. Its `start` event
 /// registers it at once; these checks, with backoff, are the safety net.
 pub(crate) struct MissingWait {
+    /// Inspects that found no container so far, for the log.
     attempts: u32,
+    /// Delays between those inspects (250 ms doubling to 30 s).
     backoff: Backoff,
+    /// When the next inspect is due.
     next: Instant,
 }
 
@@ -145,10 +148,11 @@ impl Follower<'_> {
                     self.reconcile().await?;
                 }
                 _ = sleep_until_opt(resubscribe_at) => {}
+                seen = self.keys.next_check(self.docker.cached()) => self.see(seen),
                 _ = watchdog.tick(), if notifier_period.is_some() => {
                     // Only a loop that is turning pings; and only while the
                     // registration task is alive to keep the lease.
-                    if !matches!(*self.reg.state().borrow(), RegistrationState::Stopped) {
+                    if self.keys.main().is_some_and(|r| !matches!(*r.state().borrow(), RegistrationState::Stopped)) {
                         watchdog_on.watchdog();
                     }
                 }
@@ -160,9 +164,9 @@ impl Follower<'_> {
         let what = self.feed.meaning(e);
         match what {
             EventMeaning::Down => {
-                self.reg.withdraw();
+                self.keys.withdraw();
                 self.draining = Some((self.last_started.clone(), Instant::now()));
-                if matches!(&*self.seen.borrow(), Seen::Up(_)) {
+                if matches!(&*self.seen.borrow(), Seen::Up { .. }) {
                     info!(container = %self.name, event = %e.action, signal = ?e.signal, "container going down; key withdrawn");
                 } else {
                     debug!(container = %self.name, event = %e.action, "container going down");
@@ -229,7 +233,7 @@ impl Follower<'_> {
             let retry_in = wait.backoff.next_delay();
             wait.next = Instant::now() + retry_in;
             info!(container = %self.name, attempt = wait.attempts, ?retry_in, "container does not exist (yet); waiting for it");
-            self.reg.withdraw();
+            self.keys.withdraw();
             self.id = None;
             self.see(Seen::Missing);
             return Ok(true);
@@ -238,6 +242,7 @@ impl Follower<'_> {
             info!(container = %self.name, checks = wait.attempts, "the container exists now");
         }
         self.id = Some(view.id.clone());
+        let new_run = self.last_started != view.started_at;
         self.last_started = view.started_at.clone();
         if let Some((run, since)) = &self.draining {
             let other_run = !run.is_empty() && *run != view.started_at;
@@ -251,20 +256,36 @@ impl Follower<'_> {
             self.draining.is_some(),
             self.network.as_deref(),
         ) {
-            Decision::Register { ip, port, network } => {
+            Decision::Register {
+                addrs,
+                port,
+                network,
+            } => {
                 self.network = Some(network.clone());
-                let value = self.format.render(&ip, port, Some(&view.name));
-                if self.seen.borrow().clone() != Seen::Up(value.clone()) {
-                    info!(container = %self.name, %ip, %network, %value, "container up; registering");
+                let ip = addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let seen = self.keys.register(&view, addrs, port, new_run);
+                if *self.seen.borrow() != seen {
+                    match &seen {
+                        Seen::Up { values, .. } => {
+                            let value = values.values().cloned().collect::<Vec<_>>().join(" ");
+                            info!(container = %self.name, %ip, %network, %value, "container up; registering");
+                        }
+                        _ => {
+                            info!(container = %self.name, %ip, %network, "container up; checking it before registering")
+                        }
+                    }
                 }
-                self.reg.set_value(value.clone());
-                Seen::Up(value)
+                seen
             }
             Decision::Withdraw(reason) => {
                 if self.seen.borrow().clone() != Seen::Down(reason.clone()) {
                     info!(container = %self.name, %reason, "not registering");
                 }
-                self.reg.withdraw();
+                self.keys.withdraw();
                 Seen::Down(reason)
             }
             // Wrong from the start is a configuration error; after the
@@ -275,7 +296,7 @@ impl Follower<'_> {
                 if self.seen.borrow().clone() != Seen::Down(m.clone()) {
                     warn!(container = %self.name, problem = %m, "cannot register now; waiting");
                 }
-                self.reg.withdraw();
+                self.keys.withdraw();
                 Seen::Down(m)
             }
         };
