@@ -1,6 +1,7 @@
 //! P1-P3: sidekick against the chapter's bash loop, 20 containers each,
 //! side by side on the same etcd and Docker engine.
 
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use harness::{Docker, Etcd, RawWatch};
 use crate::peer;
 use crate::v2::V2Watch;
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Agents {
     pub stop_ours: Vec<Duration>,
     pub stop_peer: Vec<Duration>,

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use harness::docker::{ContainerSpec, unique_name};
@@ -45,13 +46,15 @@ pub const COPIES: usize = 3;
 /// The index of the bash loop in [`WHO`].
 pub const LOOP: usize = 2;
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Cost {
     pub window: Duration,
-    /// CPU seconds per hour, one value per slice and copy, for each of [`WHO`].
-    pub per_hour: [Vec<f64>; 8],
-    /// Wake-ups per cycle ([`CADENCE_MS`]), one value per slice and copy,
-    /// for each of [`WHO`] but the loop (whose forks make it meaningless).
-    pub wakes: [Vec<f64>; 8],
+    /// CPU seconds per hour, for each of [`WHO`], for each copy, one value
+    /// per slice.
+    pub per_hour: Vec<Vec<Vec<f64>>>,
+    /// Wake-ups per cycle ([`CADENCE_MS`]), laid out as `per_hour`, for
+    /// each of [`WHO`] but the loop (whose forks make it meaningless).
+    pub wakes: Vec<Vec<Vec<f64>>>,
     pub rss_ours: Vec<f64>,
     pub rss_peer: Vec<f64>,
     pub writes_ours: usize,
@@ -146,8 +149,13 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, window: Du
     let (ro0, rp0) = (writes(&raw), v2.events().len());
     let slices = 6u32;
     let slice = window / slices;
-    let mut per_hour: [Vec<f64>; 8] = Default::default();
-    let mut wakes: [Vec<f64>; 8] = Default::default();
+    let shape = || -> Vec<Vec<Vec<f64>>> {
+        procs
+            .iter()
+            .map(|copies| vec![Vec::new(); copies.len()])
+            .collect()
+    };
+    let (mut per_hour, mut wakes) = (shape(), shape());
     let mut rss_ours = Vec::new();
     let mut rss_peer = Vec::new();
     let (ours, loop_pid) = (procs[0][0].pid(), procs[LOOP][0].pid());
@@ -162,11 +170,11 @@ pub async fn run(etcd: &Etcd, docker: &Docker, dir: &std::path::Path, window: Du
         let (took, after) = (start.elapsed(), sample(&procs));
         for i in 0..WHO.len() {
             let cycles = took.as_secs_f64() * 1000.0 / CADENCE_MS[i] as f64;
-            for (b, a) in before[i].iter().zip(&after[i]) {
+            for (k, (b, a)) in before[i].iter().zip(&after[i]).enumerate() {
                 let used = a.0.saturating_sub(b.0);
-                per_hour[i].push(used.as_secs_f64() * 3600.0 / took.as_secs_f64());
+                per_hour[i][k].push(used.as_secs_f64() * 3600.0 / took.as_secs_f64());
                 if i != LOOP {
-                    wakes[i].push(a.1.saturating_sub(b.1) as f64 / cycles);
+                    wakes[i][k].push(a.1.saturating_sub(b.1) as f64 / cycles);
                 }
             }
         }

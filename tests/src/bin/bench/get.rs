@@ -1,6 +1,7 @@
 //! P7: `discover get` of a 10,000-key prefix against `etcdctl get`, and
 //! 1,000 registrations kept alive by one process.
 
+use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use harness::proc::{Proc, bin_path};
 
 use crate::procfs::{cpu, rss_kib};
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Gets {
     pub keys: usize,
     pub ours: Vec<Duration>,
@@ -83,6 +85,7 @@ pub async fn gets(etcd: &Etcd, keys: usize, rounds: usize) -> Gets {
     g
 }
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ManyRegistrations {
     pub count: usize,
     pub window: Duration,

@@ -1,35 +1,47 @@
 //! P8: one `sidekick --all` agent with N labelled containers, side by side
-//! with N single-container sidekicks on the same containers, and the
-//! chapter's loop (one, extrapolated to N). Then start-up, churn, and the
-//! lease choice: N keys under one lease against N leases, each in a probe
-//! process of its own (`bench --lease-probe`).
+//! with lone single-container sidekicks (each one process on a container of
+//! its own, as P4 runs it, in [`COPIES`]) and the chapter's loop (one,
+//! extrapolated to N). Then start-up, churn, and the lease choice: N keys
+//! under one lease against N leases, each in a probe process of its own
+//! (`bench --lease-probe`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use bollard::query_parameters::StopContainerOptionsBuilder;
+use harness::docker::{ContainerSpec, unique_name};
 use harness::host_agent::{Fleet, Spec, etcd_map};
 use harness::proc::{Proc, sidekick};
 use harness::{Docker, Etcd, RawWatch};
 
+use crate::cost::COPIES;
 use crate::peer;
-use crate::procfs::{cpu, cpu_precise, rss_kib};
+use crate::procfs::{cpu, cpu_precise, rss_kib, wakeups};
 
+/// The agent's keep-alive cycle at its defaults (TTL 8 s / 3), in ms:
+/// wake-ups are counted per cycle.
+pub const CYCLE_MS: f64 = 8000.0 / 3.0;
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct P8 {
     pub n: usize,
     pub window: Duration,
     /// Agent start to all N keys in etcd.
     pub startup: Duration,
-    /// CPU s/h per slice: the agent; all N single sidekicks together; one loop.
+    /// CPU s/h per slice: the agent; one loop.
     pub cpu_agent: Vec<f64>,
-    pub cpu_singles: Vec<f64>,
     pub cpu_loop: Vec<f64>,
+    /// CPU s/h of each lone sidekick copy, per slice.
+    pub cpu_lone: Vec<Vec<f64>>,
+    /// Wake-ups per keep-alive cycle, per slice: the agent; each lone copy.
+    pub wakes_agent: Vec<f64>,
+    pub wakes_lone: Vec<Vec<f64>>,
     pub rss_agent: Vec<f64>,
-    /// Sum of the N singles' RSS, per sample.
-    pub rss_singles: Vec<f64>,
+    pub rss_lone: Vec<f64>,
     pub writes_agent: usize,
     /// Churn: operations done, seconds, stop -> key gone, and the final check.
     pub churn_ops: usize,
@@ -79,7 +91,13 @@ pub async fn run(
 
     // Start-up.
     let only = fleet.only_label();
-    let agent_cmd = || sidekick(etcd, &["--all", "--only-label", &only]);
+    // Its keys are outside the default --allow-prefix (/services).
+    let agent_cmd = || {
+        sidekick(
+            etcd,
+            &["--all", "--only-label", &only, "--allow-prefix", prefix],
+        )
+    };
     let t = Instant::now();
     let agent = quiet(agent_cmd());
     let startup = loop {
@@ -94,20 +112,28 @@ pub async fn run(
     };
     eprintln!("bench: P8 all {n} registered {startup:?} after the agent started");
 
-    // Peers: a single sidekick per container, and one chapter loop.
+    // Peers: lone sidekicks, each on a container of its own (one process
+    // for one container, as P4 runs it), and one chapter loop.
     let names: Vec<String> = (0..n).map(|i| fleet.name(&format!("c{i}"))).collect();
-    let singles: Vec<Proc> = names
+    let mut lone_containers = Vec::new();
+    for _ in 0..COPIES {
+        lone_containers.push(
+            docker
+                .run(ContainerSpec::new(unique_name("p8-lone")).tcp(11211))
+                .await,
+        );
+    }
+    let lone: Vec<Proc> = lone_containers
         .iter()
-        .map(|name| {
+        .enumerate()
+        .map(|(k, c)| {
             quiet(sidekick(
                 etcd,
                 &[
                     "--key",
-                    &format!("/bench/p8s/{name}"),
+                    &format!("/bench/p8lone/{k}"),
                     "--container",
-                    name,
-                    "--port",
-                    "11211",
+                    c.name(),
                 ],
             ))
         })
@@ -115,10 +141,10 @@ pub async fn run(
     let script = peer::script(dir, None);
     let loop_ = peer::spawn(&script, &etcd.endpoint(0), "p8loop", 1, &names[0]);
     let t = Instant::now();
-    while etcd_map(etcd, "/bench/p8s/").await.len() < n {
+    while etcd_map(etcd, "/bench/p8lone/").await.len() < COPIES {
         assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "bench: P8 singles never registered"
+            t.elapsed() < Duration::from_secs(60),
+            "bench: P8 lone sidekicks never registered"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -134,39 +160,56 @@ pub async fn run(
     let raw = RawWatch::start(etcd, prefix).await;
     let slices = 6u32;
     let slice = window / slices;
-    let (mut cpu_agent, mut cpu_singles, mut cpu_loop) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_agent, mut cpu_loop) = (Vec::new(), Vec::new());
+    let mut cpu_lone = vec![Vec::new(); COPIES];
+    let mut wakes_lone = vec![Vec::new(); COPIES];
+    let mut wakes_agent = Vec::new();
     let (mut probe_group, mut probe_leases) = (Vec::new(), Vec::new());
-    let (mut rss_agent, mut rss_singles) = (Vec::new(), Vec::new());
+    let (mut rss_agent, mut rss_lone) = (Vec::new(), Vec::new());
+    // CPU of the agent, the loop, the probes, then each lone copy; wake-ups
+    // of the agent, then each lone copy.
     let sample = || {
-        [
+        let mut cpu_now = vec![
             cpu_precise(agent.pid()),
-            singles.iter().map(|p| cpu_precise(p.pid())).sum(),
             cpu(loop_.pid(), true),
             cpu_precise(probes[0].pid()),
             cpu_precise(probes[1].pid()),
-        ]
+        ];
+        cpu_now.extend(lone.iter().map(|p| cpu_precise(p.pid())));
+        let mut wakes_now = vec![wakeups(agent.pid())];
+        wakes_now.extend(lone.iter().map(|p| wakeups(p.pid())));
+        (cpu_now, wakes_now)
     };
     let t0 = Instant::now();
     for _ in 0..slices {
         let (start, before) = (Instant::now(), sample());
         while start.elapsed() < slice {
             rss_agent.push(rss_kib(agent.pid()) as f64 / 1024.0);
-            rss_singles.push(singles.iter().map(|p| rss_kib(p.pid())).sum::<u64>() as f64 / 1024.0);
+            rss_lone.push(rss_kib(lone[0].pid()) as f64 / 1024.0);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let (took, after) = (start.elapsed(), sample());
         let per_hour = |i: usize| {
-            after[i].saturating_sub(before[i]).as_secs_f64() * 3600.0 / took.as_secs_f64()
+            after.0[i].saturating_sub(before.0[i]).as_secs_f64() * 3600.0 / took.as_secs_f64()
         };
+        let cycles = took.as_secs_f64() * 1000.0 / CYCLE_MS;
+        let per_cycle = |i: usize| after.1[i].saturating_sub(before.1[i]) as f64 / cycles;
         cpu_agent.push(per_hour(0));
-        cpu_singles.push(per_hour(1));
-        cpu_loop.push(per_hour(2));
-        probe_group.push(per_hour(3));
-        probe_leases.push(per_hour(4));
+        cpu_loop.push(per_hour(1));
+        probe_group.push(per_hour(2));
+        probe_leases.push(per_hour(3));
+        wakes_agent.push(per_cycle(0));
+        for k in 0..COPIES {
+            cpu_lone[k].push(per_hour(4 + k));
+            wakes_lone[k].push(per_cycle(1 + k));
+        }
     }
     let window = t0.elapsed();
     let writes_agent = raw.events().len();
-    drop((singles, loop_, probes));
+    drop((lone, loop_, probes));
+    for c in lone_containers {
+        c.remove().await;
+    }
 
     // Churn: stop and start containers as fast as the engine sustains,
     // several at once, timing each stop from its request to the delete.
@@ -298,10 +341,12 @@ pub async fn run(
         window,
         startup,
         cpu_agent,
-        cpu_singles,
         cpu_loop,
+        cpu_lone,
+        wakes_agent,
+        wakes_lone,
         rss_agent,
-        rss_singles,
+        rss_lone,
         writes_agent,
         churn_ops,
         churn_secs,

@@ -1,19 +1,33 @@
 //! `make bench`: every figure of BENCHMARKS.md, measured side by side with
-//! its peer in one run.
+//! its peer in one run, and its charts (`docs/bench/*.svg`).
 //!
 //! ```text
-//! bench [--out BENCHMARKS.md] [--quick] [--only P4|P5|P8|agents|render]
+//! bench [--out BENCHMARKS.md] [--quick] [--only P4|P5|P8|P10|P12|P13|agents|render]
+//! bench --redraw docs/bench/samples.json [--out BENCHMARKS.md]
 //! bench --storm-to ENDPOINT COUNT
-//! bench --lease-probe group|leases N ENDPOINT   (P8's lease comparison)
+//! bench --lease-probe group|leases N ENDPOINT      (P8's lease comparison)
+//! bench --fleet-hosts ENDPOINTS FIRST COUNT K      (P13's host agents)
+//! bench --fleet-watchers ENDPOINTS COUNT PREFIX    (P13's consumers)
 //! ```
 //!
 //! `--quick` runs everything at a tiny scale (a smoke test keeps it working).
+//! `--only` runs one part and prints its section (and writes it, its charts
+//! and samples, only if `--out` is given). `--redraw` lays out the document
+//! and draws the charts again from a run's raw samples, measuring nothing.
+//! `P13` takes `--fleet N,K,W` (hosts, keys per host, watchers) to try
+//! another size.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agents;
+mod chart;
 mod cost;
+mod dns;
+mod etcd_metrics;
+mod fleet;
+mod fleet_procs;
 mod get;
 mod host;
+mod p12;
 mod peer;
 mod procfs;
 mod render;
@@ -37,25 +51,33 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P4|P5|P8|agents|render]\n       bench --storm-to ENDPOINT COUNT";
+const USAGE: &str = "usage: bench [--out FILE] [--quick] [--only P4|P5|P8|P10|P12|P13|agents|render] [--fleet N,K,W]\n       bench --redraw SAMPLES.json [--out FILE]\n       bench --storm-to ENDPOINT COUNT";
+
+const ONLY: [&str; 8] = ["P4", "P5", "P8", "P10", "P12", "P13", "agents", "render"];
+
+fn fleet_size(v: &str) -> Option<(usize, usize, usize)> {
+    let n: Vec<usize> = v
+        .split(',')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    match n[..] {
+        [n, k, w] if n > 0 && k > 0 && w > 0 => Some((n, k, w)),
+        _ => None,
+    }
+}
 
 /// Anything this tool does not know stops it before it starts etcd and
 /// Docker work that takes minutes (`--help` included: this is the help).
 fn check_usage(args: &[String]) {
     let mut i = 0;
     let mut bad = None;
+    let val = |i: usize| args.get(i + 1).map(String::as_str);
     while i < args.len() && bad.is_none() {
         match args[i].as_str() {
             "--quick" => i += 1,
-            "--out" if i + 1 < args.len() => i += 2,
-            "--only"
-                if matches!(
-                    args.get(i + 1).map(String::as_str),
-                    Some("P4" | "P5" | "P8" | "agents" | "render")
-                ) =>
-            {
-                i += 2
-            }
+            "--out" | "--redraw" if val(i).is_some() => i += 2,
+            "--only" if val(i).is_some_and(|v| ONLY.contains(&v)) => i += 2,
+            "--fleet" if val(i).and_then(fleet_size).is_some() => i += 2,
             "--storm-to" if args.len() == 3 && i == 0 && args[2].parse::<u64>().is_ok() => i += 3,
             "--lease-probe"
                 if args.len() == 4
@@ -63,6 +85,16 @@ fn check_usage(args: &[String]) {
                     && matches!(args[1].as_str(), "group" | "leases")
                     && args[2].parse::<usize>().is_ok() =>
             {
+                i += 4
+            }
+            "--fleet-hosts"
+                if args.len() == 5
+                    && i == 0
+                    && args[2..].iter().all(|a| a.parse::<usize>().is_ok()) =>
+            {
+                i += 5
+            }
+            "--fleet-watchers" if args.len() == 4 && i == 0 && args[2].parse::<usize>().is_ok() => {
                 i += 4
             }
             other => bad = Some(other.to_owned()),
@@ -74,33 +106,15 @@ fn check_usage(args: &[String]) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    check_usage(&args[1..]);
-    if args.get(1).map(String::as_str) == Some("--lease-probe") {
-        host::lease_probe(&args[2], args[3].parse().unwrap_or(1), &args[4]).await;
-        return;
-    }
-    // For profiling a consumer by hand: write a storm to an etcd and stop.
-    if let Some(i) = args.iter().position(|a| a == "--storm-to") {
-        let endpoint = args.get(i + 1).expect("--storm-to ENDPOINT COUNT");
-        let count: u64 = args.get(i + 2).and_then(|c| c.parse().ok()).expect("COUNT");
-        let raw = etcd_client::Client::connect([endpoint.as_str()], None)
-            .await
-            .expect("etcd");
-        stream::storm(&raw, "/bench/storm", 0, count, 100).await;
-        return;
-    }
-    let quick = args.iter().any(|a| a == "--quick");
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
+fn arg(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "BENCHMARKS.md".into());
-    let started = Instant::now();
-    let machine = vec![
+}
+
+fn machine() -> Vec<(String, String)> {
+    vec![
         ("Date".to_owned(), sh("date -u '+%Y-%m-%d %H:%M UTC'")),
         (
             "CPU".to_owned(),
@@ -124,7 +138,65 @@ async fn main() {
             "Storage driver".to_owned(),
             sh("docker info --format '{{.Driver}}'"),
         ),
-    ];
+    ]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    check_usage(&args[1..]);
+    match args.get(1).map(String::as_str) {
+        Some("--lease-probe") => {
+            host::lease_probe(&args[2], args[3].parse().unwrap_or(1), &args[4]).await;
+            return;
+        }
+        Some("--fleet-hosts") => {
+            let n = |i: usize| args[i].parse().unwrap_or(0);
+            fleet_procs::hosts(&args[2], n(3), n(4), n(5)).await;
+            return;
+        }
+        Some("--fleet-watchers") => {
+            fleet_procs::watchers(&args[2], args[3].parse().unwrap_or(0), &args[4]).await;
+            return;
+        }
+        // For profiling a consumer by hand: write a storm to an etcd and stop.
+        Some("--storm-to") => {
+            let raw = etcd_client::Client::connect([args[2].as_str()], None)
+                .await
+                .expect("etcd");
+            stream::storm(&raw, "/bench/storm", 0, args[3].parse().unwrap_or(0), 100).await;
+            return;
+        }
+        _ => {}
+    }
+    let out = arg(&args, "--out");
+    if let Some(samples) = arg(&args, "--redraw") {
+        let all = report::read(std::path::Path::new(&samples)).unwrap_or_else(|e| {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        });
+        let out = out.unwrap_or_else(|| "BENCHMARKS.md".into());
+        match report::write(&all, std::path::Path::new(&out)) {
+            Ok(_) => eprintln!("bench: {out} and its charts drawn again from {samples}"),
+            Err(e) => {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = arg(&args, "--only");
+    let started = Instant::now();
+    let mut all = report::All {
+        command: match (&only, quick) {
+            (None, false) => "make bench".into(),
+            (None, true) => "bench --quick (smoke test)".into(),
+            (Some(o), q) => format!("bench --only {o}{}", if q { " --quick" } else { "" }),
+        },
+        machine: machine(),
+        ..Default::default()
+    };
     let (n, window, storm, rounds, lat, keys, regs, regs_window) = if quick {
         (
             2,
@@ -148,98 +220,81 @@ async fn main() {
             Duration::from_secs(30),
         )
     };
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_v2()).await;
-    if only.as_deref() == Some("P5") {
-        // For profiling one figure: print its raw numbers and stop.
-        let t = stream::throughput(&etcd, storm, storm * 10, 100, rounds).await;
-        for (w, name) in stream::CONSUMERS.iter().enumerate() {
-            println!(
-                "{name}: live {:.0} events/s, replay {:?}",
-                t.live[w],
-                t.replay[w].iter().map(|r| r.round()).collect::<Vec<_>>()
-            );
-        }
-        return;
-    }
-    if only.as_deref() == Some("render") {
-        // discover render: an etcd change until nginx serves it (--wait 0).
-        let r = render::run(&etcd, if quick { 10 } else { 200 }).await;
-        print!("{}", report::render_nginx(&r));
-        return;
-    }
-    let docker = Docker::connect().await;
     let (p8_n, p8_window, p8_churn) = if quick {
         (10, Duration::from_secs(6), Duration::from_secs(3))
     } else {
         (200, Duration::from_secs(120), Duration::from_secs(30))
     };
-    if matches!(only.as_deref(), Some("P4" | "P8")) {
-        // One figure alone (with its peers side by side), as a markdown
-        // section to paste into BENCHMARKS.md.
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = format!(
-            "Command: `bench --only {}`{}\n\n",
-            only.as_deref().unwrap_or_default(),
-            if quick { " --quick" } else { "" }
-        );
-        for (k, v) in &machine {
-            text.push_str(&format!("- {k}: {v}\n"));
-        }
-        text.push('\n');
-        if only.as_deref() == Some("P4") {
-            let c = cost::run(&etcd, &docker, dir.path(), window).await;
-            text.push_str(&report::render_p4(&c));
-        } else {
-            let p = host::run(&etcd, &docker, dir.path(), p8_n, p8_window, p8_churn).await;
-            text.push_str(&report::render_p8(&p));
-        }
-        print!("{text}");
-        return;
-    }
-    if only.as_deref() == Some("agents") {
-        // For chasing a misbehaving sidekick: P1-P3 alone.
-        let dir = tempfile::tempdir().unwrap();
-        let a = agents::run(&etcd, &docker, dir.path(), n).await;
-        println!(
-            "agents: stop {:?} start {:?} move {:?}",
-            stats::Summary::of_durations_ms(&a.stop_ours).p50,
-            stats::Summary::of_durations_ms(&a.start_ours).p50,
-            stats::Summary::of_durations_ms(&a.move_ours).p50
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let agents = agents::run(&etcd, &docker, dir.path(), n).await;
-    let cost = cost::run(&etcd, &docker, dir.path(), window).await;
-    let throughput = stream::throughput(&etcd, storm, storm * 10, 100, rounds).await;
-    let latency = stream::latency(&etcd, lat).await;
-    let gets = get::gets(&etcd, keys, if quick { 2 } else { 10 }).await;
-    let many = get::many(&etcd, regs, regs_window).await;
-    let p8 = host::run(&etcd, &docker, dir.path(), p8_n, p8_window, p8_churn).await;
-    let render = render::run(&etcd, if quick { 10 } else { 200 }).await;
-    let all = report::All {
-        command: if quick {
-            "bench --quick (smoke test)".into()
-        } else {
-            "make bench".into()
-        },
-        machine,
-        took: started.elapsed(),
-        agents,
-        cost,
-        throughput,
-        latency,
-        gets,
-        many,
-        p8,
-        render,
+    let mut scale = if quick {
+        fleet::Scale::quick()
+    } else {
+        fleet::Scale::full()
     };
-    let text = report::render(&all);
-    std::fs::write(&out, &text).unwrap_or_else(|e| panic!("write {out}: {e}"));
+    if let Some((n, k, w)) = arg(&args, "--fleet").as_deref().and_then(fleet_size) {
+        (scale.n, scale.k, scale.w) = (n, k, w);
+    }
+    let wants = |part: &str| only.is_none() || only.as_deref() == Some(part);
+    let dir = tempfile::tempdir().unwrap();
+    // The single-member etcd every part but P13 (its own cluster) runs on.
+    let etcd = EtcdCluster::start(EtcdConfig::new(1).with_v2()).await;
+    let needs_docker = ["agents", "P4", "P8"].iter().any(|p| wants(p));
+    let docker = if needs_docker {
+        Some(Docker::connect().await)
+    } else {
+        None
+    };
+    if let Some(docker) = &docker {
+        if wants("agents") {
+            all.agents = Some(agents::run(&etcd, docker, dir.path(), n).await);
+        }
+        if wants("P4") {
+            all.cost = Some(cost::run(&etcd, docker, dir.path(), window).await);
+        }
+    }
+    if wants("P5") {
+        all.throughput = Some(stream::throughput(&etcd, storm, storm * 10, 100, rounds).await);
+    }
+    if only.is_none() {
+        all.latency = Some(stream::latency(&etcd, lat).await);
+        all.gets = Some(get::gets(&etcd, keys, if quick { 2 } else { 10 }).await);
+        all.many = Some(get::many(&etcd, regs, regs_window).await);
+    }
+    if let (Some(docker), true) = (&docker, wants("P8")) {
+        all.p8 = Some(host::run(&etcd, docker, dir.path(), p8_n, p8_window, p8_churn).await);
+    }
+    if wants("render") {
+        all.render = Some(render::run(&etcd, if quick { 10 } else { 200 }).await);
+    }
+    drop(etcd);
+    // P12 takes minutes of container start-up even at the quick scale, so
+    // the smoke test's `--quick` leaves it out unless asked for by name.
+    if wants("P12") && (!quick || only.is_some()) {
+        // Active health checks (issue 21), on an etcd of their own.
+        let (n, window, kills) = if quick {
+            (20, Duration::from_secs(20), 3)
+        } else {
+            (200, Duration::from_secs(60), 10)
+        };
+        let etcd = EtcdCluster::start(EtcdConfig::new(1)).await;
+        all.p12 = Some(p12::run(&etcd, n, window, kills).await);
+    }
+    if wants("P10") {
+        // discover serve (P10 and P11), on an etcd of its own.
+        all.dns = Some(dns::run(quick).await);
+    }
+    if wants("P13") {
+        all.fleet = Some(fleet::run(&scale).await);
+    }
+    all.took = started.elapsed();
+    let text = match (&only, out) {
+        (Some(_), None) => report::render(&all).0,
+        (_, out) => {
+            let out = out.unwrap_or_else(|| "BENCHMARKS.md".into());
+            report::write(&all, std::path::Path::new(&out)).unwrap_or_else(|e| {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            })
+        }
+    };
     print!("{text}");
 }

@@ -31,6 +31,25 @@ pub fn cpu(pid: i32, children: bool) -> Duration {
     Duration::from_secs_f64(ticks / clock_ticks())
 }
 
+/// User and kernel CPU time of `pid` (clock ticks; coarse, for windows of
+/// seconds of CPU): what share of a process's time the kernel spends on
+/// its behalf.
+pub fn cpu_split(pid: i32) -> (Duration, Duration) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return (Duration::ZERO, Duration::ZERO);
+    };
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let t = clock_ticks();
+    (
+        Duration::from_secs_f64(f[11] / t),
+        Duration::from_secs_f64(f[12] / t),
+    )
+}
+
 /// Resident memory of `pid` in KiB.
 pub fn rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

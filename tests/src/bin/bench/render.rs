@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::web::{backends, free_ports};
+use harness::web::backends;
 use harness::{EtcdCluster, Proc};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-
-use crate::stats::Summary;
 
 /// One GET on a fresh connection to nginx's socket: the body.
 fn get(lb: &Path) -> Option<String> {
@@ -53,10 +52,11 @@ async fn until_serving(lb: &Path, want: &str, t0: Instant) -> Result<Duration, O
     .unwrap()
 }
 
-/// `discover render` and its floor, in milliseconds.
+/// `discover render` and its floor: each round's time to served.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Render {
-    pub ours: Summary,
-    pub floor: Summary,
+    pub ours: Vec<Duration>,
+    pub floor: Vec<Duration>,
 }
 
 /// Measure `rounds` changes each way.
@@ -79,7 +79,8 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
     // reload nginx's old workers may still answer a new connection with the
     // config before, so a target that an earlier config also had (moving
     // between two backends) would count a stale answer as served.
-    let ports = free_ports(2 * rounds + 1);
+    let reserved = harness::ports::reserve(2 * rounds + 1);
+    let ports = harness::ports::numbers(&reserved);
     let (ours, floor_ports) = ports.split_at(rounds + 1);
     let backends = backends(&ports);
     backends
@@ -202,8 +203,5 @@ pub async fn run(etcd: &EtcdCluster, rounds: usize) -> Render {
             ),
         }
     }
-    Render {
-        ours: Summary::of_durations_ms(&took),
-        floor: Summary::of_durations_ms(&floor),
-    }
+    Render { ours: took, floor }
 }

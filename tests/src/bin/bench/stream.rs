@@ -1,5 +1,6 @@
 //! P5 and P6: discover against `etcdctl watch` and a bare etcd-client watch.
 
+use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use harness::Etcd;
 use harness::proc::{Proc, bin_path};
 use tokio::time::Instant;
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Throughput {
     pub puts: u64,
     /// How many events each replay delivers (the storm and more written
@@ -262,6 +264,7 @@ pub async fn throughput(
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub ours: Vec<Duration>,
     pub bare: Vec<Duration>,
