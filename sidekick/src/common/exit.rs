@@ -1,11 +1,17 @@
 //! Exit codes, as ripgrep has them: 0 success, 1 a runtime failure that
 //! retrying did not fix, 2 bad usage or configuration.
+//!
+//! A leaf: every module that refuses bad input ([`usage`]) imports it, and it
+//! imports none of them. Printing the error is [`report`](super::report::report)'s.
 
 use std::fmt;
 
 /// A mistake in the command line or configuration: exit code 2.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub struct UsageError(
+    /// What is wrong, why, and what to do: the whole message.
+    pub String,
+);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,22 +49,4 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
     }
     1
-}
-
-/// Print `err` once, as `tool: {err:#}`, and return its exit code. An
-/// error about connection settings ends with the flags that set them (the
-/// library names only etcdctl's environment).
-pub fn report(tool: &str, err: &anyhow::Error) -> i32 {
-    let flags = err
-        .chain()
-        .find_map(|c| c.downcast_ref::<discovery::Error>())
-        .map(|e| super::etcd_args::flags_for(e.settings()))
-        .unwrap_or_default();
-    let prefix = super::logging::error_prefix();
-    if flags.is_empty() {
-        eprintln!("{prefix}{tool}: {err:#}");
-    } else {
-        eprintln!("{prefix}{tool}: {err:#} (on the command line: {flags})");
-    }
-    exit_code(err)
 }

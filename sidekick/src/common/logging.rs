@@ -44,11 +44,22 @@ pub fn with_format_env(cmd: clap::Command, var: &'static str) -> clap::Command {
 /// line starts with its syslog priority (`<4>` for a warning), so
 /// `journalctl -p warning` shows warnings and errors only.
 pub fn init(args: &LogArgs, tool_var: &str) {
-    let filter = std::env::var(tool_var)
+    let spec = std::env::var(tool_var)
         .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| std::env::var("RUST_LOG").ok());
+    let mut filter = spec
+        .as_deref()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // hickory (discover serve's DNS server) logs two info lines per query;
+    // only a filter that names it gets them.
+    if !spec.is_some_and(|s| s.contains("hickory")) {
+        for d in ["hickory_server=warn", "hickory_net=warn"] {
+            if let Ok(d) = d.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -116,6 +127,8 @@ fn priority(level: &Level) -> &'static [u8] {
 /// three bytes journald's stream protocol reads.
 #[derive(Clone, Copy, Debug)]
 struct Stderr {
+    /// Whether stderr is the journal's stream, so each line gets its
+    /// syslog priority in front.
     priorities: bool,
 }
 
@@ -136,6 +149,8 @@ impl<'a> MakeWriter<'a> for Stderr {
 /// One event's writer: fmt writes the whole formatted line in one call.
 #[derive(Debug)]
 struct PrefixedStderr {
+    /// The priority (`<4>`) still to write in front of the line; taken by
+    /// the first write.
     prefix: Option<&'static [u8]>,
 }
 

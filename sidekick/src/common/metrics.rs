@@ -30,6 +30,7 @@ pub type Labels = Vec<(String, String)>;
 /// Every metric either tool exports.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Every series below, registered once, for [`Metrics::render`].
     registry: Registry,
     /// Successful registrations (a value confirmed in etcd).
     pub registrations: Counter,
@@ -154,6 +155,25 @@ impl Metrics {
         f
     }
 
+    /// Register any metric of one subcommand's own (`discover serve`'s
+    /// gauges and histogram), before the metrics are shared.
+    pub fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.register(name, help, metric);
+    }
+
+    /// Register a gauge family of one mode's own (such as sidekick's
+    /// health checks'), before the metrics are shared.
+    pub fn register_gauge_family(&mut self, name: &str, help: &str) -> Family<Labels, Gauge> {
+        let f = Family::<Labels, Gauge>::default();
+        self.registry.register(name, help, f.clone());
+        f
+    }
+
     /// Count one watch event.
     pub fn event(&self, action: discovery::Action) {
         let i = match action {
@@ -198,6 +218,9 @@ impl Metrics {
         });
     }
 
+    /// One followed watch became live (`true`) or fell from live, or
+    /// started or ended not live (`false`); `up` follows the count of
+    /// watches down.
     fn watch_went(&self, live: bool) {
         let delta = if live { -1 } else { 1 };
         let down = self.watches_down.fetch_add(delta, Ordering::SeqCst) + delta;
@@ -226,9 +249,21 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// OpenMetrics: the same lines parse as it (`# EOF` is a comment there).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// More paths served beside `/metrics`, such as `discover serve`'s
+/// `/prometheus`: `None` for a path it does not serve.
+pub type Routes = Arc<dyn Fn(&Request<Incoming>) -> Option<Response<Full<Bytes>>> + Send + Sync>;
+
 /// The answer to one request: `GET /metrics` (or `/`) in the format the
-/// `Accept` header asks for, 404 for other paths, 405 for other methods.
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// `Accept` header asks for, a route's answer, 404 for other paths, 405
+/// for other methods.
+fn respond(
+    metrics: &Metrics,
+    routes: Option<&Routes>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(r) = routes.and_then(|f| f(req)) {
+        return r;
+    }
     let plain = |status: StatusCode, text: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *r.status_mut() = status;
@@ -273,7 +308,17 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
-    Ok(tokio::spawn(async move {
+    Ok(serve_on(listener, metrics, None, stop))
+}
+
+/// Serve `/metrics` and `routes` on a bound listener until `stop`.
+pub fn serve_on(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    routes: Option<Routes>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
             let (sock, peer) = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -288,10 +333,11 @@ pub async fn serve(
                 },
             };
             let metrics = metrics.clone();
+            let routes = routes.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let r = respond(&metrics, &req);
+                    let r = respond(&metrics, routes.as_ref(), &req);
                     debug!(%peer, path = req.uri().path(), status = r.status().as_u16(), "metrics request");
                     std::future::ready(Ok::<_, std::convert::Infallible>(r))
                 });
@@ -312,5 +358,5 @@ pub async fn serve(
                 }
             });
         }
-    }))
+    })
 }

@@ -1,12 +1,4 @@
-//! Timers for `select!` loops.
+//! Timers for `select!` loops: the library's, so that both tools and the
+//! library wait on an optional deadline the same way.
 
-use tokio::time::Instant;
-
-/// Sleep until `at`; without a deadline, never (a `select!` branch that
-/// stays quiet).
-pub async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
+pub use discovery::sleep_until_opt;

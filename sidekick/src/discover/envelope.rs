@@ -29,39 +29,60 @@ use base64::engine::general_purpose::STANDARD as B64;
 use discovery::{Event, Node, Snapshot};
 use serde::Serialize;
 
+/// One v2 node: a key, or the directory a `get` lists. Absent fields are
+/// left out of the JSON, as etcd v2 leaves them out.
 #[derive(Serialize)]
 struct JsonNode<'a> {
+    /// The key, when it is UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
+    /// `keyBase64`: the key's bytes, when they are not UTF-8.
     #[serde(rename = "keyBase64", skip_serializing_if = "Option::is_none")]
     key_b64: Option<String>,
+    /// `true` on the directory node of a `get` line, absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     dir: Option<bool>,
+    /// The value, when it is UTF-8 (absent on a `delete` node).
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<&'a str>,
+    /// `valueBase64`: the value's bytes, when they are not UTF-8.
     #[serde(rename = "valueBase64", skip_serializing_if = "Option::is_none")]
     value_b64: Option<String>,
+    /// The directory's keys, sorted (on a `get` line, even when empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     nodes: Option<Vec<JsonNode<'a>>>,
+    /// `createdIndex`: v3's create revision (see the module doc for the
+    /// directory's and a delete's).
     #[serde(rename = "createdIndex", skip_serializing_if = "Option::is_none")]
     created: Option<i64>,
+    /// `modifiedIndex`: v3's mod revision.
     #[serde(rename = "modifiedIndex", skip_serializing_if = "Option::is_none")]
     modified: Option<i64>,
+    /// Seconds left on the key's lease, with `get --ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<u64>,
 }
 
+/// One JSON line: v2's response envelope.
 #[derive(Serialize)]
 struct Envelope<'a> {
+    /// `get`, `set`, `update` or `delete`.
     action: &'a str,
+    /// The etcd revision the line is at (v2 had none; v3 readers resume
+    /// from it with `--since-revision`).
     revision: i64,
+    /// The key (or, on `get`, the directory) after the change.
     node: JsonNode<'a>,
+    /// `prevNode`: the key before the change; absent when it was new.
     #[serde(rename = "prevNode", skip_serializing_if = "Option::is_none")]
     prev: Option<JsonNode<'a>>,
+    /// `true` on an event a compaction resync found (absent otherwise).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     resync: bool,
 }
 
+/// A key as `key` when it is UTF-8, else as `keyBase64`: the pair of
+/// optional fields, exactly one of them set.
 fn key_fields(key: &[u8]) -> (Option<&str>, Option<String>) {
     match std::str::from_utf8(key) {
         Ok(k) => (Some(k), None),
@@ -69,6 +90,8 @@ fn key_fields(key: &[u8]) -> (Option<&str>, Option<String>) {
     }
 }
 
+/// The v2-style JSON node of `n`: key, indexes, the value (unless
+/// `with_value` is false, as for a delete) and the lease's `ttl` if asked.
 fn node(n: &Node, with_value: bool, ttl: Option<u64>) -> JsonNode<'_> {
     let (key, key_b64) = key_fields(n.key());
     let (value, value_b64) = if with_value {
@@ -218,10 +241,12 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// A JSON integer, formatted without allocating.
 fn push_int(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// `v` as one JSON line (without the newline).
 fn to_line<T: Serialize>(v: &T) -> String {
     // Serializing strings, integers and booleans into a String cannot fail.
     serde_json::to_string(v).unwrap_or_default()

@@ -12,7 +12,7 @@ use discovery::Prefix;
 use nix::sys::signal::Signal;
 
 use super::naming;
-use super::parse::{Trigger, parse_kill_signal, parse_signal, parse_trigger, parse_wait};
+use super::parse::{Trigger, parse_kill_signal, parse_signal, parse_trigger, parse_wait, which};
 use super::supervise::{ExecOptions, Wait};
 use crate::common::etcd_args::parse_positive_duration;
 use crate::common::exit::usage;
@@ -36,7 +36,7 @@ pub struct ExecArgs {
     /// Send this signal (such as SIGHUP) instead of restarting; the child re-reads --snapshot-file
     #[arg(long, value_parser = parse_signal, value_name = "SIG", requires = "exec")]
     pub reload_signal: Option<Signal>,
-    /// Coalesce a burst of changes: act once MIN passed with no further change, but never later than MAX [default MAX: 4*MIN]
+    /// Coalesce a burst of changes: act once MIN passed with no further change, but never later than MAX [default MAX: 4*MIN; 0: at once]
     #[arg(long, value_parser = parse_wait, value_name = "MIN[:MAX]", requires = "exec")]
     pub wait: Option<(Duration, Duration)>,
     /// A random delay up to DURATION before each restart, so a fleet does not restart at once
@@ -66,16 +66,20 @@ pub struct WatchExecArgs {
 /// `--restart-child`.
 #[derive(Args, Debug)]
 pub struct ConfigRefusedArgs {
+    /// Never set: its parser refuses every value with the reason.
     #[arg(long, hide = true, value_parser = refuse_env_name)]
     env_name: Option<String>,
+    /// Never set: its parser refuses every value with the reason.
     #[arg(long, hide = true, value_parser = refuse_restart_on)]
     restart_on: Option<String>,
 }
 
+/// `--env-name` on `config --exec`: always refused, with the reason.
 fn refuse_env_name(_: &str) -> Result<String, String> {
     Err("--env-name applies to watch; config keys name their own variables".into())
 }
 
+/// `--restart-on` on `config --exec`: always refused, with the reason.
 fn refuse_restart_on(_: &str) -> Result<String, String> {
     Err("--restart-on applies to watch; config restarts (or signals) the child on every change of the config".into())
 }
@@ -114,28 +118,16 @@ impl ExecArgs {
             kill_signal: self.kill_signal,
             kill_timeout: self.kill_timeout,
             reload_signal: self.reload_signal,
-            wait: self.wait.map(|(min, max)| Wait { min, max }),
+            // `--wait 0`: at once, as without --wait.
+            wait: self
+                .wait
+                .filter(|(min, _)| !min.is_zero())
+                .map(|(min, max)| Wait { min, max }),
             splay: self.splay,
             restart_child: self.restart_child,
             snapshot_file: self.snapshot_file.clone(),
         }))
     }
-}
-
-/// Find `prog` as a path or in `PATH`, as execvp would.
-pub(super) fn which(prog: &OsString) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &std::path::Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let p = std::path::Path::new(prog);
-    if p.components().count() > 1 || prog.to_string_lossy().contains('/') {
-        return is_exec(p).then(|| p.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|c| is_exec(c))
 }
 
 /// Pair each prefix with its variable name, honouring `--env-name NAME=PREFIX`.

@@ -17,12 +17,18 @@ use super::parse::RestartOn;
 use super::supervise::{ChildInput, Feed};
 use crate::common::metrics::Metrics;
 
+/// One prefix a `watch --exec` child is fed.
 struct Watched {
+    /// The watched prefix.
     prefix: Prefix,
+    /// The variable its values go in (`SERVICES_COUCHBASE`, or `--env-name`'s).
     env: String,
+    /// Its keys now: the library's fold of the snapshot and every event.
     state: PrefixState,
 }
 
+/// What `watch --exec`'s child is given now: one variable per prefix,
+/// `DISCOVER_REVISION`, and the JSON snapshot of every prefix's nodes.
 fn input(watched: &[Watched]) -> ChildInput {
     let mut env = Vec::new();
     let mut prefixes = serde_json::Map::new();
@@ -84,27 +90,29 @@ pub async fn watch_feed(
     if let Some(r) = since {
         opts = opts.with_start_revision(r);
     }
+    let (handles, mut merged) =
+        client.watch_prefixes(named.iter().map(|(p, _)| p.as_str()), opts)?;
+    for h in &handles {
+        metrics.follow_watch(h.status());
+    }
+    let snapshots = merged
+        .snapshots()
+        .await
+        .map_err(|(i, e)| anyhow::Error::new(e).context(format!("cannot watch {}", named[i].0)))?;
     let mut watched = Vec::new();
-    let mut streams = Vec::new();
-    let mut handles = Vec::new();
-    for (i, (p, env)) in named.iter().enumerate() {
-        let (h, mut s) = client.watch_prefix(p.as_str(), opts.clone())?;
+    for ((p, env), snap) in named.iter().zip(snapshots) {
         let mut state = PrefixState::new();
-        state.apply(&WatchMessage::Snapshot(s.snapshot().await?));
+        state.apply(&WatchMessage::Snapshot(snap));
         watched.push(Watched {
             prefix: p.clone(),
             env: env.clone(),
             state,
         });
-        metrics.follow_watch(h.status());
-        handles.push(h);
-        streams.push(s.map(move |m| (i, m)));
     }
     let first = input(&watched);
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let _handles = handles;
-        let mut merged = futures::stream::select_all(streams);
         while let Some((i, msg)) = merged.next().await {
             let msg = match msg {
                 Ok(m) => m,
@@ -178,6 +186,9 @@ fn flatten(
     }
 }
 
+/// What `config --exec`'s child is given: the config flattened into
+/// variables (refused if two keys give one name or a name is reserved) and
+/// the document as the snapshot.
 fn config_input(doc: &Value) -> anyhow::Result<ChildInput> {
     let mut env: Vec<(String, OsString)> = Vec::new();
     flatten(doc, &mut Vec::new(), &mut env)?;

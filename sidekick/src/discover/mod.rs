@@ -10,18 +10,27 @@
 //! - `output.rs` and `envelope.rs`: `get`, `watch`, `ls`, `config` output;
 //!   `naming.rs`: prefix and config key to variable name;
 //! - `feed.rs`: what an `--exec` child is given, kept current by watches;
-//!   `supervise/`: the `--exec` supervisor.
+//!   `supervise/`: the `--exec` supervisor;
+//! - `render/`: `discover render`; `serve/`: `discover serve` (DNS and
+//!   Prometheus SD).
+//!
+//! Every item here is documented, private ones too (the lint below), so
+//! that a reader learns why each field and helper exists.
+
+#![warn(clippy::missing_docs_in_private_items)]
 
 pub mod envelope;
-mod exec_args;
+pub(crate) mod exec_args;
 mod feed;
 pub mod naming;
 mod output;
 pub mod parse;
 pub mod render;
+pub mod serve;
 pub mod supervise;
 
 pub use exec_args::{ExecArgs, WatchExecArgs};
+pub use output::Format;
 pub use parse::{RestartOn, parse_kill_signal, parse_signal, parse_wait};
 
 use std::ffi::OsString;
@@ -30,7 +39,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use discovery::{Action, Prefix};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +58,7 @@ use crate::common::{EtcdArgs, LogArgs};
     after_help = "Unit-file form:\n  ExecStart=/usr/local/bin/discover watch /services/couchbase --exec node worker.js\n\nExit codes: 0 success, 1 runtime failure, 2 bad usage or configuration; with --exec, the child's exit code."
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
 
@@ -56,11 +66,25 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// How to reach etcd (etcdctl's flags and environment).
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
+    /// `--log-format`.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl Cli {
+    /// Whether discover runs a child (`--exec`): the supervisor then owns
+    /// the signals, to pass them on.
+    pub fn supervises(&self) -> bool {
+        match &self.cmd {
+            Cmd::Watch(a) => a.exec.exec.is_some(),
+            Cmd::Config(a) => a.exec.exec.is_some(),
+            Cmd::Get(_) | Cmd::Ls(_) | Cmd::Render(_) | Cmd::Serve(_) => false,
+        }
+    }
 }
 
 /// The subcommands.
@@ -76,17 +100,8 @@ pub enum Cmd {
     Config(ConfigArgs),
     /// Render templates to files from the watched prefixes, check them, and reload their reader (confd, consul-template)
     Render(render::RenderArgs),
-}
-
-/// Output formats of `get`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// One etcd v2-style JSON line per prefix.
-    Json,
-    /// One value per line, in key order.
-    Values,
-    /// `NAME=v1,v2` per prefix, as --exec would set it.
-    Env,
+    /// Answer DNS (A, AAAA, SRV) and Prometheus HTTP SD from a watch of the prefixes, with no etcd read per query
+    Serve(serve::ServeArgs),
 }
 
 /// `discover get`.
@@ -115,8 +130,10 @@ pub struct WatchArgs {
     /// Continue from revision R: the get lines show the state at R, then every change after R
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(i64).range(1..))]
     pub since_revision: Option<i64>,
+    /// `--exec` and the supervisor's flags.
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// The supervisor flags only `watch` has.
     #[command(flatten)]
     pub watch_exec: WatchExecArgs,
 }
@@ -135,8 +152,10 @@ pub struct ConfigArgs {
     /// The config prefix, such as /config/web: /config/web/port becomes PORT, /config/web/db/host becomes DB_HOST
     #[arg(value_name = "PREFIX")]
     pub prefix: String,
+    /// `--exec` and the supervisor's flags.
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// `watch`'s own flags, refused with a reason.
     #[command(flatten)]
     refused: exec_args::ConfigRefusedArgs,
 }
@@ -159,10 +178,8 @@ pub fn split_exec(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>)
 }
 
 use exec_args::env_names;
-// `discover render` finds the command it runs the same way.
-#[allow(unused_imports)]
-use exec_args::which;
 
+/// The command line's prefixes, checked by the library's [`Prefix`].
 fn prefixes(raw: &[String]) -> anyhow::Result<Vec<Prefix>> {
     raw.iter()
         .map(|p| Prefix::new(p).map_err(anyhow::Error::from))
@@ -196,30 +213,43 @@ async fn before_child<T>(
 enum Plan {
     /// `get`: print each prefix once.
     Get {
+        /// The prefixes, in the order given.
         prefixes: Vec<Prefix>,
+        /// `--format`.
         format: Format,
+        /// `--ttl`: add each leased key's seconds left.
         ttl: bool,
     },
     /// `ls`: a table.
     Ls(Prefix),
     /// `watch` without `--exec`: print lines.
     Watch {
+        /// The prefixes, each paired with the variable name `--exec` would
+        /// give it (printing uses only the prefixes).
         named: Vec<(Prefix, String)>,
+        /// `--actions`: the events to print (empty: all).
         actions: Vec<Action>,
+        /// `--since-revision`: where the watch starts.
         since: Option<i64>,
     },
     /// `watch --exec`: supervise a child fed by the watches.
     WatchExec {
+        /// The prefixes, each with the variable the child gets it in.
         named: Vec<(Prefix, String)>,
+        /// `--since-revision`: where the watches start.
         since: Option<i64>,
+        /// `--restart-on`: which changes restart (or signal) the child.
         restart_on: RestartOn,
+        /// The child and how to run it.
         exec: supervise::ExecOptions,
     },
     /// `config` without `--exec`: print the config as JSON lines.
     Config(Prefix),
     /// `config --exec`: supervise a child fed by the config.
     ConfigExec {
+        /// The config prefix.
         prefix: Prefix,
+        /// The child and how to run it.
         exec: supervise::ExecOptions,
     },
 }
@@ -228,7 +258,11 @@ enum Plan {
 /// (`render::args`); every other subcommand becomes a [`Plan`].
 #[derive(Debug)]
 enum Command {
+    /// `render`, which checks its own flags when it starts.
     Render(render::RenderArgs),
+    /// `serve`, which checks its own flags when it starts.
+    Serve(serve::ServeArgs),
+    /// Every other subcommand, checked.
     Plan(Plan),
 }
 
@@ -273,6 +307,7 @@ impl Command {
                 }
             }
             Cmd::Render(a) => return Ok(Command::Render(a)),
+            Cmd::Serve(a) => return Ok(Command::Serve(a)),
         }))
     }
 }
@@ -286,6 +321,7 @@ pub async fn run(
     let connect = cli.etcd.connect_options(user_source)?;
     let plan = match Command::new(cli.cmd)? {
         Command::Render(a) => return render::run(&a, connect, cli.metrics_addr, shutdown).await,
+        Command::Serve(a) => return serve::run(&a, connect, cli.metrics_addr, shutdown).await,
         Command::Plan(p) => p,
     };
     let metrics = Arc::new(Metrics::with_prefix("discover"));
@@ -466,6 +502,7 @@ mod tests {
         Command::new(cmd).map(|c| match c {
             Command::Plan(p) => p,
             Command::Render(a) => panic!("not a shared plan: {a:?}"),
+            Command::Serve(a) => panic!("not a shared plan: {a:?}"),
         })
     }
 

@@ -4,23 +4,37 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 
+use clap::ValueEnum;
 use discovery::{Action, Client, LeaseId, Node, Prefix, WatchMessage, WatchOptions};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Format, envelope, naming};
+use super::{envelope, naming};
 use crate::common::metrics::Metrics;
+
+/// Output formats of `get`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One etcd v2-style JSON line per prefix.
+    Json,
+    /// One value per line, in key order.
+    Values,
+    /// `NAME=v1,v2` per prefix, as --exec would set it.
+    Env,
+}
 
 /// Lines to stdout, written in bursts and flushed before every wait, so a
 /// reader sees each line as soon as it exists. A closed pipe ends quietly.
 struct Out {
+    /// stdout, buffered: one write per burst of lines, not per line.
     w: io::BufWriter<io::Stdout>,
     /// One event's line, reused.
     line: Vec<u8>,
 }
 
 impl Out {
+    /// Buffered stdout, with room for a burst of lines.
     fn new() -> Self {
         Self {
             w: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
@@ -28,17 +42,20 @@ impl Out {
         }
     }
 
+    /// Queue one watch event's line.
     fn event(&mut self, e: &discovery::Event) -> io::Result<()> {
         self.line.clear();
         envelope::encode_event(&mut self.line, e);
         self.w.write_all(&self.line)
     }
 
+    /// Queue one line that is already encoded (without its newline).
     fn line(&mut self, l: &[u8]) -> io::Result<()> {
         self.w.write_all(l)?;
         self.w.write_all(b"\n")
     }
 
+    /// Write the queued lines out: before every wait.
     fn flush(&mut self) -> io::Result<()> {
         self.w.flush()
     }
@@ -72,6 +89,8 @@ fn done(r: io::Result<()>) -> anyhow::Result<Option<i32>> {
     }
 }
 
+/// The seconds left on each distinct lease of `nodes` (`get --with-ttl`);
+/// a lease that expired meanwhile is left out.
 async fn lease_ttls(client: &Client, nodes: &[Node]) -> anyhow::Result<HashMap<LeaseId, u64>> {
     let mut ttls = HashMap::new();
     for lease in nodes.iter().filter_map(Node::lease) {
@@ -123,17 +142,27 @@ pub async fn get(
     Ok(done(out.flush())?.unwrap_or(0))
 }
 
-/// `discover ls`: KEY VALUE TTL MODIFIED, aligned.
+/// `discover ls`: KEY VALUE TTL MODIFIED, aligned; and CHECK when a value
+/// carries a sidekick health check's status (`passing`, `warning`).
 pub async fn ls(client: &Client, prefix: &Prefix) -> anyhow::Result<i32> {
     let snap = client.get_prefix(prefix.as_str()).await?;
     let ttls = lease_ttls(client, snap.nodes()).await?;
-    let mut rows = vec![[
+    let checks: Vec<Option<&'static str>> = snap
+        .nodes()
+        .iter()
+        .map(|n| n.value_str().and_then(check_status))
+        .collect();
+    let mut rows = vec![vec![
         "KEY".to_owned(),
         "VALUE".to_owned(),
         "TTL".to_owned(),
         "MODIFIED".to_owned(),
     ]];
-    for n in snap.nodes() {
+    let with_checks = checks.iter().any(Option::is_some);
+    if with_checks {
+        rows[0].push("CHECK".to_owned());
+    }
+    for (n, check) in snap.nodes().iter().zip(&checks) {
         let key = String::from_utf8_lossy(n.key()).into_owned();
         let value = match n.value_str() {
             Some(v) => v.escape_debug().to_string(),
@@ -146,16 +175,21 @@ pub async fn ls(client: &Client, prefix: &Prefix) -> anyhow::Result<i32> {
                 .map(|t| format!("{t}s"))
                 .unwrap_or_else(|| "expired".into()),
         };
-        rows.push([key, value, ttl, n.mod_revision().to_string()]);
+        let mut row = vec![key, value, ttl, n.mod_revision().to_string()];
+        if with_checks {
+            row.push(check.unwrap_or("-").to_owned());
+        }
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..4)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..=last)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = Out::new();
     for r in &rows {
         let mut l = String::new();
         for (c, cell) in r.iter().enumerate() {
-            if c == 3 {
+            if c == last {
                 l.push_str(cell);
             } else {
                 l.push_str(cell);
@@ -176,6 +210,27 @@ pub async fn ls(client: &Client, prefix: &Prefix) -> anyhow::Result<i32> {
     Ok(done(out.flush())?.unwrap_or(0))
 }
 
+/// The health check status a sidekick JSON value carries (`"status"`, in
+/// an object or in any object of a list): `warning` if any warns.
+fn check_status(value: &str) -> Option<&'static str> {
+    let v: serde_json::Value = serde_json::from_str(value).ok()?;
+    let objects = match &v {
+        serde_json::Value::Array(list) => list.iter().collect(),
+        _ => vec![&v],
+    };
+    let statuses: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o.get("status")?.as_str())
+        .collect();
+    if statuses.contains(&"warning") {
+        Some("warning")
+    } else if statuses.contains(&"passing") {
+        Some("passing")
+    } else {
+        None
+    }
+}
+
 /// `discover watch` without `--exec`.
 pub async fn watch(
     client: &Client,
@@ -189,37 +244,25 @@ pub async fn watch(
     if let Some(r) = since {
         opts = opts.with_start_revision(r);
     }
-    let mut streams = Vec::new();
-    let mut handles = Vec::new();
-    for (p, _) in prefixes {
-        let (h, s) = client.watch_prefix(p.as_str(), opts.clone())?;
+    let (handles, mut merged) =
+        client.watch_prefixes(prefixes.iter().map(|(p, _)| p.as_str()), opts)?;
+    for h in &handles {
         metrics.follow_watch(h.status());
-        handles.push(h);
-        streams.push(s);
     }
     let mut out = Out::new();
     // The get lines first, in argument order.
-    for s in &mut streams {
-        let msg = tokio::select! {
-            m = s.snapshot() => m,
-            _ = shutdown.cancelled() => return Ok(0),
-        };
-        let snap = msg?;
-        if let Some(code) = done(out.line(envelope::get_line(&snap, &|_| None).as_bytes()))? {
+    let snapshots = tokio::select! {
+        s = merged.snapshots() => s.map_err(|(_, e)| e)?,
+        _ = shutdown.cancelled() => return Ok(0),
+    };
+    for snap in &snapshots {
+        if let Some(code) = done(out.line(envelope::get_line(snap, &|_| None).as_bytes()))? {
             return Ok(code);
         }
     }
     if let Some(code) = done(out.flush())? {
         return Ok(code);
     }
-    // One prefix (the usual case) needs no merging.
-    let mut merged: std::pin::Pin<
-        Box<dyn futures::Stream<Item = discovery::Result<WatchMessage>> + Send>,
-    > = if streams.len() == 1 {
-        Box::pin(streams.remove(0))
-    } else {
-        Box::pin(futures::stream::select_all(streams))
-    };
     let mut reader_check = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         let first = tokio::select! {
@@ -237,7 +280,7 @@ pub async fn watch(
         // Write everything that is ready, then flush once.
         loop {
             match next {
-                Some(Ok(WatchMessage::Event(e))) => {
+                Some((_, Ok(WatchMessage::Event(e)))) => {
                     metrics.event(e.action());
                     if e.is_resync() {
                         metrics.watch_resyncs.inc();
@@ -248,8 +291,8 @@ pub async fn watch(
                         }
                     }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
+                Some((_, Ok(_))) => {}
+                Some((_, Err(e))) => {
                     let _ = out.flush();
                     return Err(e.into());
                 }

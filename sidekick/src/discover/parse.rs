@@ -1,14 +1,16 @@
-//! Value parsers for the `--exec` flags, used by clap (`value_parser`):
-//! a bad value exits 2 with clap's "invalid value 'X' for '--flag'" and
-//! our reason and remedy after it. `discover render` reuses
-//! [`parse_wait`] and [`parse_signal`].
+//! Value parsers that `--exec` and `discover render` share, used by clap
+//! (`value_parser`): a bad value exits 2 with clap's "invalid value 'X'
+//! for '--flag'" and our reason and remedy after it. Also [`which`], how
+//! both find the commands they will run.
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use discovery::Prefix;
 use nix::sys::signal::Signal;
 
-use crate::common::etcd_args::parse_positive_duration;
 use crate::common::exit::usage;
 
 /// A signal by name (`SIGHUP`, `HUP`, `hup`) or number.
@@ -57,15 +59,16 @@ pub fn parse_kill_signal(s: &str) -> anyhow::Result<Signal> {
     }
 }
 
-/// Parse `--wait MIN[:MAX]` into `(MIN, MAX)`; MAX defaults to 4×MIN.
+/// Parse `--wait MIN[:MAX]` into `(MIN, MAX)`: plain seconds or humantime,
+/// MAX defaults to 4×MIN, and `0` means at once (no coalescing).
 pub fn parse_wait(s: &str) -> anyhow::Result<(Duration, Duration)> {
     let (min, max) = match s.split_once(':') {
         Some((a, b)) => (a, Some(b)),
         None => (s, None),
     };
-    let min = parse_positive_duration(min).map_err(|e| usage(format!("MIN: {e}")))?;
+    let min = discovery::parse_duration(min).map_err(|e| usage(format!("MIN: {e}")))?;
     let max = match max {
-        Some(m) => parse_positive_duration(m).map_err(|e| usage(format!("MAX: {e}")))?,
+        Some(m) => discovery::parse_duration(m).map_err(|e| usage(format!("MAX: {e}")))?,
         None => min * 4,
     };
     if max < min {
@@ -74,6 +77,28 @@ pub fn parse_wait(s: &str) -> anyhow::Result<(Duration, Duration)> {
         )));
     }
     Ok((min, max))
+}
+
+/// Parse a key prefix (`/services/web`; a trailing `/` is optional).
+pub fn parse_prefix(s: &str) -> Result<Prefix, discovery::Error> {
+    Prefix::new(s)
+}
+
+/// Find `prog` as a path or in `PATH`, as execvp would.
+pub fn which(prog: impl AsRef<OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let prog = prog.as_ref();
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let p = Path::new(prog);
+    if p.components().count() > 1 || prog.to_string_lossy().contains('/') {
+        return is_exec(p).then(|| p.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|c| is_exec(c))
 }
 
 /// One item of `--restart-on`.
@@ -167,8 +192,30 @@ mod tests {
                 .to_string()
                 .contains("shorter than MIN")
         );
-        assert!(parse_wait("0").is_err());
-        assert!(parse_wait("soon").is_err());
+        // 0 is at once, for render (its default) and --exec alike.
+        assert_eq!(parse_wait("0").unwrap(), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            parse_wait("0:2s").unwrap(),
+            (Duration::ZERO, Duration::from_secs(2))
+        );
+        let msg = |s| parse_wait(s).unwrap_err().to_string();
+        assert!(msg("soon").starts_with("MIN: "), "{}", msg("soon"));
+        assert!(msg("1s:soon").starts_with("MAX: "), "{}", msg("1s:soon"));
+        assert!(parse_wait("-1s").is_err());
+    }
+
+    #[test]
+    fn prefixes_and_commands() {
+        assert_eq!(
+            parse_prefix("/services/web/").unwrap().as_str(),
+            "/services/web"
+        );
+        assert!(parse_prefix("services").is_err());
+        assert!(which("sh").is_some_and(|p| p.is_absolute()));
+        assert_eq!(which("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert!(which("no-such-command-here").is_none());
+        // A directory is not a command.
+        assert!(which("/bin").is_none());
     }
 
     #[test]

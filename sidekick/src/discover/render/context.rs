@@ -50,6 +50,7 @@ pub fn node_json(n: &Node) -> Value {
     Value::Object(o)
 }
 
+/// A JSON value's `port`, given as a number or a string of digits.
 fn json_port(v: &Value) -> Option<u16> {
     match v {
         Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),

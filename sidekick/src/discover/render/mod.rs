@@ -39,16 +39,20 @@ use crate::common::metrics::{self, Labels, Metrics};
 
 /// The counters render keeps, in the shared registry.
 struct Counters {
+    /// `discover_render_templates{outcome}`: each template's renderings.
     renders: Family<Labels, Counter>,
+    /// `discover_render_reloads{outcome}`: the reloads after a change.
     reloads: Family<Labels, Counter>,
 }
 
 impl Counters {
+    /// Count one template's rendering by its outcome.
     fn render(&self, outcome: &str) {
         self.renders
             .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
             .inc();
     }
+    /// Count one reload by its outcome.
     fn reload(&self, outcome: &str) {
         self.reloads
             .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
@@ -92,6 +96,7 @@ pub async fn run(
     follow(plan, &client, &counters, &metrics, shutdown).await
 }
 
+/// `--config`'s prefix read once, as JSON values, and then followed.
 async fn read_config(client: &Client, p: &Prefix) -> anyhow::Result<ConfigWatch<Value>> {
     client
         .config_with::<Value, _>(p.as_str(), ConfigOptions::new(), |_| Ok(()))
@@ -99,6 +104,8 @@ async fn read_config(client: &Client, p: &Prefix) -> anyhow::Result<ConfigWatch<
         .with_context(|| format!("cannot read the config under {p}"))
 }
 
+/// `--once`: render from one read of every prefix (and the config), install
+/// and reload if anything changed, and exit (1 if any template failed).
 async fn once(plan: &mut Plan, client: &Client, counters: &Counters) -> anyhow::Result<i32> {
     let mut state = Vec::new();
     for (p, name) in &plan.watched {
@@ -134,27 +141,25 @@ async fn follow(
     metrics: &Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<i32> {
-    let mut state = Vec::new();
-    let mut streams = Vec::new();
-    let mut handles = Vec::new();
-    for (i, (p, name)) in plan.watched.iter().enumerate() {
-        let (h, mut s) = client.watch_prefix(p.as_str(), WatchOptions::new())?;
-        let first = tokio::select! {
-            m = s.recv() => m,
-            _ = shutdown.cancelled() => return Ok(0),
-        };
-        let mut st = PrefixState::new();
-        match first {
-            Some(Ok(m @ WatchMessage::Snapshot(_))) => st.apply(&m),
-            Some(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot watch {p}"))),
-            _ => anyhow::bail!("the watch of {p} ended before its first listing"),
-        };
-        state.push((p.clone(), name.clone(), st));
+    let (handles, mut merged) = client.watch_prefixes(
+        plan.watched.iter().map(|(p, _)| p.as_str()),
+        WatchOptions::new(),
+    )?;
+    for h in &handles {
         metrics.follow_watch(h.status());
-        handles.push(h);
-        streams.push(s.map(move |m| (i, m)));
     }
-    let mut merged = futures::stream::select_all(streams);
+    let snapshots = tokio::select! {
+        s = merged.snapshots() => s.map_err(|(i, e)| {
+            anyhow::Error::new(e).context(format!("cannot watch {}", plan.watched[i].0))
+        })?,
+        _ = shutdown.cancelled() => return Ok(0),
+    };
+    let mut state = Vec::new();
+    for ((p, name), snap) in plan.watched.iter().zip(snapshots) {
+        let mut st = PrefixState::new();
+        st.apply(&WatchMessage::Snapshot(snap));
+        state.push((p.clone(), name.clone(), st));
+    }
     let mut cfg = match &plan.config {
         Some(p) => {
             let c = read_config(client, p).await?;
@@ -213,7 +218,7 @@ async fn follow(
             Some(e) = config_error(&mut cfg) => {
                 warn!(error = %e, "config update rejected; templates keep the last good config");
             }
-            _ = sleep_until(fire_at) => {
+            _ = discovery::sleep_until_opt(fire_at) => {
                 pending = None;
                 let cfg_now = cfg_values.as_mut().map(|v| v.borrow_and_update().clone());
                 let ctx = context::build(&state, cfg_now.as_deref());
@@ -233,6 +238,8 @@ async fn follow(
     }
 }
 
+/// The next change of the config, or never when there is no `--config`
+/// (so the `select!` arm stays quiet).
 async fn config_changed(
     v: &mut Option<tokio::sync::watch::Receiver<Arc<Value>>>,
 ) -> Result<(), tokio::sync::watch::error::RecvError> {
@@ -242,16 +249,11 @@ async fn config_changed(
     }
 }
 
+/// The config's next rejected update, or never when there is no
+/// `--config`.
 async fn config_error(c: &mut Option<ConfigWatch<Value>>) -> Option<discovery::Error> {
     match c {
         Some(c) => c.next_error().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }

@@ -17,6 +17,8 @@ use minijinja::{Environment, UndefinedBehavior};
 /// The compiled templates, named by their path.
 #[derive(Debug)]
 pub struct Templates {
+    /// minijinja's environment with render's settings, holding each
+    /// template under its SRC path.
     env: Environment<'static>,
 }
 

@@ -12,9 +12,9 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::input::{ChildInput, ExecOptions, Feed};
 use super::os::ChildOs;
 use super::state::{Child, Flow, Pending, Then};
-use super::{ChildInput, ExecOptions, Feed};
 use crate::common::metrics::Metrics;
 use crate::common::signals::ExecSignals;
 

@@ -10,7 +10,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use super::{ChildInput, ExecOptions};
+use super::input::{ChildInput, ExecOptions};
 
 /// What the state machine asks of the system.
 pub(super) trait ChildOs {
@@ -34,6 +34,7 @@ pub(super) struct RealOs {
 }
 
 impl RealOs {
+    /// The child and snapshot file that `opts` name.
     pub(super) fn new(opts: &ExecOptions) -> Self {
         Self {
             argv: opts.argv.clone(),

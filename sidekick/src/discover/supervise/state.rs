@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::ChildInput;
+use super::input::ChildInput;
 
 /// What the event loop does after an event.
 #[derive(Debug)]

@@ -12,10 +12,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
+use super::input::{ChildInput, ExecOptions, Feed, Wait};
 use super::machine::{HEALTHY_RUN, Supervisor};
 use super::os::ChildOs;
 use super::state::Flow;
-use super::{ChildInput, ExecOptions, Feed, Wait};
 use crate::common::metrics::Metrics;
 
 /// What the supervisor asked of the system, in order.
