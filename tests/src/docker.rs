@@ -247,7 +247,14 @@ fn build_image(tag: &str) {
         return;
     }
     let ctx = tempfile::tempdir().expect("build context");
-    for f in ["Dockerfile", "entry", "tcp-reply", "index.html", "TAG"] {
+    for f in [
+        "Dockerfile",
+        "entry",
+        "tcp-reply",
+        "index.html",
+        "check",
+        "TAG",
+    ] {
         std::fs::copy(image_dir().join(f), ctx.path().join(f)).expect("copy image file");
     }
     std::fs::copy("/bin/busybox", ctx.path().join("busybox"))

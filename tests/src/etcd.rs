@@ -1,7 +1,6 @@
 //! Real etcd processes on loopback: one member, or a cluster that tests can
 //! break (kill, freeze, restart) and compact.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,6 +9,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 use tokio::time::Instant;
+
+use crate::ports::Port;
 
 /// TLS files for a secured etcd (see [`EtcdConfig::with_tls`]).
 #[derive(Clone, Debug)]
@@ -65,13 +66,22 @@ impl EtcdConfig {
     }
 }
 
+/// One etcd process and what it needs to start again.
 struct Member {
+    /// `m0`, `m1`, ...
     name: String,
-    client_port: u16,
-    peer_port: u16,
+    /// Its client port, reserved for the cluster's life, so that a killed
+    /// member restarts on it.
+    client_port: Port,
+    /// Its peer port, reserved likewise.
+    peer_port: Port,
+    /// Its stdout and stderr, appended across restarts.
     log: PathBuf,
+    /// Its command line.
     args: Vec<String>,
+    /// The process, while it runs.
     child: Option<Child>,
+    /// Whether it is SIGSTOPped.
     frozen: bool,
 }
 
@@ -225,32 +235,6 @@ pub struct EtcdCluster {
 /// A single-member etcd: [`EtcdCluster`] with one member.
 pub type Etcd = EtcdCluster;
 
-/// A free loopback port below the kernel's ephemeral range, so that no
-/// outgoing connection can take it while a killed member is down and
-/// waiting to restart on it.
-fn free_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32768);
-    let (from, to) = if low > 12000 {
-        (10000, low - 1)
-    } else {
-        (40000, 60000)
-    };
-    for _ in 0..1000 {
-        let port = fastrand::u16(from..to);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {from}..{to}");
-}
-
 impl EtcdCluster {
     /// One member with default settings.
     pub async fn single() -> Self {
@@ -263,17 +247,26 @@ impl EtcdCluster {
     }
 
     /// Start as configured and wait until every member answers and a
-    /// leader is elected. Retries with fresh ports if one was taken.
+    /// leader is elected.
+    ///
+    /// The ports are reserved ([`Port`]), so no test of ours takes them;
+    /// if a server outside the harness did, the start is retried on other
+    /// ports, and says so on stderr.
     pub async fn start(config: EtcdConfig) -> Self {
         let mut last = String::new();
-        for _attempt in 0..5 {
+        for _attempt in 0..3 {
             match Self::try_start(&config).await {
                 Ok(c) => return c,
-                Err(log) if log.contains("address already in use") => last = log,
+                Err(log) if log.contains("address already in use") => {
+                    eprintln!(
+                        "etcd: a reserved port was taken by a server outside the harness; retrying on others:\n{log}"
+                    );
+                    last = log;
+                }
                 Err(log) => panic!("etcd did not start:\n{log}"),
             }
         }
-        panic!("etcd did not start after 5 attempts (ports taken):\n{last}");
+        panic!("etcd did not start after 3 attempts (ports taken):\n{last}");
     }
 
     async fn try_start(config: &EtcdConfig) -> Result<Self, String> {
@@ -287,8 +280,8 @@ impl EtcdCluster {
         } else {
             "http"
         };
-        let ports: Vec<(u16, u16)> = (0..config.members)
-            .map(|_| (free_port(), free_port()))
+        let ports: Vec<(Port, Port)> = (0..config.members)
+            .map(|_| (Port::reserve(), Port::reserve()))
             .collect();
         let initial: Vec<String> = ports
             .iter()
@@ -297,7 +290,7 @@ impl EtcdCluster {
             .collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
+        for (i, (client, peer)) in ports.into_iter().enumerate() {
             let name = format!("m{i}");
             let data = dir.path().join(format!("{name}.etcd"));
             let curl = format!("{scheme}://127.0.0.1:{client}");
@@ -329,8 +322,8 @@ impl EtcdCluster {
             args.extend(config.extra.iter().cloned());
             let mut m = Member {
                 name: name.clone(),
-                client_port: *client,
-                peer_port: *peer,
+                client_port: client,
+                peer_port: peer,
                 log: dir.path().join(format!("{name}.log")),
                 args,
                 child: None,
@@ -379,7 +372,7 @@ impl EtcdCluster {
         format!(
             "{}://127.0.0.1:{}",
             self.scheme(),
-            self.members[i].client_port
+            self.members[i].client_port.number()
         )
     }
 
@@ -395,7 +388,7 @@ impl EtcdCluster {
 
     /// Member `i`'s peer port.
     pub fn peer_port(&self, i: usize) -> u16 {
-        self.members[i].peer_port
+        self.members[i].peer_port.number()
     }
 
     /// The temporary directory holding data dirs and logs.
@@ -426,6 +419,16 @@ impl EtcdCluster {
             );
         }
         o
+    }
+
+    /// The value of `key` as text, or `None` if it is absent or etcd does
+    /// not answer.
+    pub async fn get_value(&self, key: &str) -> Option<String> {
+        let mut c = self.raw_client().await;
+        let r = c.get(key, None).await.ok()?;
+        r.kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
     }
 
     /// A raw etcd-client connected to every member, for checks the code

@@ -4,10 +4,18 @@
 //! raw etcd watch to check what they did.
 //!
 //! Everything cleans up on drop, including when a test panics.
+//!
+//! Ports: a server started later gets a port from [`Port::reserve`] (or
+//! [`ports::reserve`]), kept alive as long as the server may bind it. The
+//! reservation holds across nextest's test processes and across checkouts
+//! on the machine (a `flock` per port in one machine-wide directory); see
+//! [`ports`]. Picking a free port and releasing it is not offered: another
+//! test could take it before the server binds it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_debug_implementations)]
 
 pub mod audit;
+pub mod deb;
 pub mod docker;
 pub mod docker_tls;
 pub mod etcd;
@@ -16,6 +24,7 @@ pub mod install;
 pub mod notify;
 pub mod pki;
 pub mod podman;
+pub mod ports;
 pub mod proc;
 pub mod raw;
 pub mod socket_proxy;
@@ -26,6 +35,7 @@ pub mod web;
 
 pub use docker::{Docker, TEST_IMAGE, TestContainer};
 pub use etcd::{Etcd, EtcdCluster, EtcdConfig};
+pub use ports::Port;
 pub use proc::{Proc, bin_path};
 pub use raw::{RawEvent, RawWatch};
 pub use wait::{eventually, eventually_async};

@@ -38,6 +38,9 @@ pub struct Proc {
     child: Child,
     out: Lines,
     err: Lines,
+    /// The threads reading stdout and stderr: finished once the pipes
+    /// reach end of file (the child and any descendant holding them exited).
+    readers: [std::thread::JoinHandle<()>; 2],
     status: Option<ExitStatus>,
 }
 
@@ -63,13 +66,13 @@ impl Proc {
         let err: Lines = Arc::default();
         let so = child.stdout.take().expect("stdout");
         let se = child.stderr.take().expect("stderr");
-        spawn_reader(so, out.clone());
-        spawn_reader(se, err.clone());
+        let readers = [spawn_reader(so, out.clone()), spawn_reader(se, err.clone())];
         Proc {
             cmdline,
             child,
             out,
             err,
+            readers,
             status: None,
         }
     }
@@ -109,6 +112,11 @@ impl Proc {
                 })
             })
             .collect()
+    }
+
+    /// Stderr lines with the time each was read.
+    pub fn stderr_timed(&self) -> Vec<(Instant, String)> {
+        self.err.lock().unwrap().clone()
     }
 
     /// Stderr so far.
@@ -231,8 +239,14 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_exit() {
-                // Let the reader threads drain the pipes.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Let the reader threads drain the pipes: until end of file,
+                // which a busy machine may take a while to deliver (a fixed
+                // 50 ms once lost the last line of an exit-2 message), or
+                // 5 s if a descendant still holds them open.
+                let drained = Instant::now() + Duration::from_secs(5);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < drained {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return s;
             }
             if Instant::now() > deadline {
@@ -253,7 +267,7 @@ impl Proc {
     }
 }
 
-fn spawn_reader(r: impl Read + Send + 'static, lines: Lines) {
+fn spawn_reader(r: impl Read + Send + 'static, lines: Lines) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut buf = Vec::new();
@@ -269,7 +283,7 @@ fn spawn_reader(r: impl Read + Send + 'static, lines: Lines) {
                 }
             }
         }
-    });
+    })
 }
 
 /// Every descendant of `pid` (children, grandchildren, ...), read from /proc.

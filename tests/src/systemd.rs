@@ -17,6 +17,16 @@
 //! * `mount --make-rshared /` before systemd starts: systemd skips it in a
 //!   container, and `LoadCredential=` needs it.
 //!
+//! [`SystemdHost::start_bare`] boots the same host with nothing of ours
+//! installed and a writable `/usr` (an overlay over the machine's, in a
+//! tmpfs inside the container, which has `CAP_SYS_ADMIN`), so a test can
+//! `dpkg -i` the package there: the skeleton's `/var/lib/dpkg` is the
+//! machine's, so dpkg sees the same installed packages, and whatever it
+//! writes goes with the container. The machine's `/usr/local` is hidden
+//! under an empty tmpfs, and the `/etc/default/*` files are written inside
+//! (the operator's own files, which a purge must leave). A test hands it
+//! files through [`SystemdHost::share`], mounted read-only at `/share`.
+//!
 //! The host container and every sibling container its units start are
 //! removed on drop, also when a test panics; all carry [`TEST_LABEL`] with
 //! this checkout as its value, so `make sweep` finds leftovers.
@@ -159,9 +169,38 @@ impl HostConfig {
 /// containers on drop.
 pub struct SystemdHost {
     name: String,
-    _dir: TempDir,
+    dir: TempDir,
     siblings: Mutex<Vec<String>>,
 }
+
+/// How our tools get into the host.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    /// `make install PREFIX=/usr/local`, bind-mounted read-only; the
+    /// `/etc/default/*` files bind-mounted too.
+    MakeInstall,
+    /// Nothing installed; `/usr` writable for dpkg; `/etc/default/*`
+    /// written inside.
+    Bare,
+}
+
+/// The container's command for [`Layout::Bare`]: `/usr` becomes an
+/// overlay (the machine's `/usr`, mounted at `/.host-usr`, under a tmpfs
+/// upper layer), the machine's `/usr/local` is hidden, then as for the
+/// other layout. The shell runs from the old `/usr`; systemd from the new.
+///
+/// The machine is itself a Docker image, whose `/usr/sbin/policy-rc.d`
+/// (no package's) forbids maintainer scripts to start or stop anything;
+/// a real host has none, so the overlay drops it.
+const BARE_BOOT: &str = "set -e
+mkdir -p /.usr-rw
+mount -t tmpfs -o mode=0755 tmpfs /.usr-rw
+mkdir /.usr-rw/upper /.usr-rw/work
+mount -t overlay overlay -o lowerdir=/.host-usr,upperdir=/.usr-rw/upper,workdir=/.usr-rw/work /usr
+mount -t tmpfs -o mode=0755 tmpfs /usr/local
+rm -f /usr/sbin/policy-rc.d
+mount --make-rshared /
+exec /lib/systemd/systemd";
 
 fn lines(v: &[String]) -> String {
     let mut s = v.join("\n");
@@ -173,6 +212,33 @@ impl SystemdHost {
     /// Build the image if missing, `make install` into a fresh root, start
     /// systemd, and wait until it has booted (`running` or `degraded`).
     pub async fn start(config: HostConfig) -> Self {
+        Self::boot(config, Layout::MakeInstall).await
+    }
+
+    /// The same host with nothing of ours installed and a writable `/usr`,
+    /// for `dpkg -i` (see the module docs); `config`'s `/etc/default/*`
+    /// files are written inside, as an operator would.
+    pub async fn start_bare(config: HostConfig) -> Self {
+        let host = Self::boot(config.clone(), Layout::Bare).await;
+        for (name, lines_) in [
+            ("sidekick", &config.sidekick),
+            ("memcached", &config.memcached),
+            ("couchbase", &config.couchbase),
+        ] {
+            let path = format!("/etc/default/{name}");
+            host.write_file(&path, &lines(lines_));
+            host.run(&["chmod", "0644", &path]);
+        }
+        host
+    }
+
+    /// A directory of the test's, mounted read-only at `/share` in the
+    /// host (only for [`SystemdHost::start_bare`]).
+    pub fn share(&self) -> PathBuf {
+        self.dir.path().join("share")
+    }
+
+    async fn boot(config: HostConfig, layout: Layout) -> Self {
         tokio::task::spawn_blocking(ensure_image)
             .await
             .expect("image task");
@@ -180,30 +246,13 @@ impl SystemdHost {
             .prefix("systemd-host-")
             .tempdir()
             .expect("temp dir");
-        let root = dir.path().join("root");
-        let out = Command::new("make")
-            .arg("-C")
-            .arg(crate::repo())
-            .args(["-s", "install", "PROFILE=debug", "PREFIX=/usr/local"])
-            .arg(format!("DESTDIR={}", root.display()))
-            .output()
-            .expect("make install");
-        assert!(
-            out.status.success(),
-            "make install: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
         let etc = dir.path().join("etc");
         std::fs::create_dir_all(&etc).expect("etc dir");
         std::fs::write(etc.join("docker.service"), STANDIN_DOCKER).expect("docker.service");
-        std::fs::write(etc.join("sidekick"), lines(&config.sidekick)).expect("sidekick env");
-        std::fs::write(etc.join("memcached"), lines(&config.memcached)).expect("memcached env");
-        std::fs::write(etc.join("couchbase"), lines(&config.couchbase)).expect("couchbase env");
-        let name = unique_name("systemd");
         let mount = |src: PathBuf, dst: &str| format!("{}:{dst}:ro", src.display());
-        let out = Command::new("docker")
-            .env_remove("DOCKER_HOST")
+        let name = unique_name("systemd");
+        let mut run = Command::new("docker");
+        run.env_remove("DOCKER_HOST")
             .args(["run", "-d", "--name", &name, "--label"])
             .arg(format!("{TEST_LABEL}={}", crate::checkout()))
             .args([
@@ -231,33 +280,57 @@ impl SystemdHost {
                 "/tmp",
                 "-v",
             ])
-            .arg(mount(root.join("usr/local"), "/usr/local"))
-            .arg("-v")
             .arg(mount(
                 etc.join("docker.service"),
                 "/etc/systemd/system/docker.service",
-            ))
-            .arg("-v")
-            .arg(mount(etc.join("sidekick"), "/etc/default/sidekick"))
-            .arg("-v")
-            .arg(mount(etc.join("memcached"), "/etc/default/memcached"))
-            .arg("-v")
-            .arg(mount(etc.join("couchbase"), "/etc/default/couchbase"))
-            // systemd makes / shared at boot, except in a container; without
-            // it the credentials a unit's executor mounts in its own
-            // namespace never reach the unit (LoadCredential= gives an
-            // empty $CREDENTIALS_DIRECTORY). PID 1 stays systemd (exec).
-            .args([
-                SYSTEMD_IMAGE,
-                "/bin/sh",
-                "-c",
-                "mount --make-rshared / && exec /lib/systemd/systemd",
-            ])
-            .output()
-            .expect("docker run");
+            ));
+        match layout {
+            Layout::MakeInstall => {
+                let root = dir.path().join("root");
+                crate::install::make_install(&root, "/usr/local");
+                std::fs::write(etc.join("sidekick"), lines(&config.sidekick))
+                    .expect("sidekick env");
+                std::fs::write(etc.join("memcached"), lines(&config.memcached))
+                    .expect("memcached env");
+                std::fs::write(etc.join("couchbase"), lines(&config.couchbase))
+                    .expect("couchbase env");
+                for (src, dst) in [
+                    (root.join("usr/local"), "/usr/local"),
+                    (etc.join("sidekick"), "/etc/default/sidekick"),
+                    (etc.join("memcached"), "/etc/default/memcached"),
+                    (etc.join("couchbase"), "/etc/default/couchbase"),
+                ] {
+                    run.arg("-v").arg(mount(src, dst));
+                }
+                // systemd makes / shared at boot, except in a container;
+                // without it the credentials a unit's executor mounts in
+                // its own namespace never reach the unit (LoadCredential=
+                // gives an empty $CREDENTIALS_DIRECTORY). PID 1 stays
+                // systemd (exec).
+                run.args([
+                    SYSTEMD_IMAGE,
+                    "/bin/sh",
+                    "-c",
+                    "mount --make-rshared / && exec /lib/systemd/systemd",
+                ]);
+            }
+            Layout::Bare => {
+                let share = dir.path().join("share");
+                std::fs::create_dir_all(&share).expect("share dir");
+                run.args(["-v", "/usr:/.host-usr:ro", "-v"])
+                    .arg(mount(share, "/share"))
+                    .args([SYSTEMD_IMAGE, "/bin/sh", "-c", BARE_BOOT]);
+            }
+        }
+        let out = run.output().expect("docker run");
+        Self::booted(name, dir, out).await
+    }
+
+    /// Wait until systemd in the container `docker run` started has booted.
+    async fn booted(name: String, dir: TempDir, out: Output) -> Self {
         let host = Self {
             name,
-            _dir: dir,
+            dir,
             siblings: Mutex::new(Vec::new()),
         };
         assert!(
@@ -457,6 +530,31 @@ impl SystemdHost {
                 panic!("{unit}: no journal line for {what} within {timeout:?}\n{j}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until `key` in `etcd` holds a value `pred` accepts; return it.
+    /// On timeout, panic with the value seen and this host's journal.
+    pub async fn wait_key(
+        &self,
+        etcd: &crate::EtcdCluster,
+        key: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = etcd.get_value(key).await.filter(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{key}: no accepted value within {timeout:?} (now {:?})\n--- journal ---\n{}",
+                    etcd.get_value(key).await,
+                    self.journal_all()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

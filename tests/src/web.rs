@@ -7,17 +7,9 @@ use std::time::Duration;
 
 use crate::Proc;
 
-/// A free loopback TCP port (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real HTTP server (node) on 127.0.0.1:`port` that answers every
-/// request with its own port.
+/// request with its own port. Take `port` from [`crate::ports`], and keep
+/// the reservation while the backend runs.
 pub fn backend(port: u16) -> Proc {
     backends(&[port])
 }
@@ -41,19 +33,6 @@ pub fn backends(ports: &[u16]) -> Proc {
         )
         .env("PORTS", list.join(","));
     Proc::spawn(c)
-}
-
-/// `n` distinct free loopback ports.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut v = Vec::new();
-    while v.len() < n {
-        let p = free_port();
-        if seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
 }
 
 /// Wait until the backend from [`backend`] listens.

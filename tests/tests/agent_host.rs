@@ -70,11 +70,6 @@ async fn in_log(p: &Proc, what: &str, pred: impl Fn(&str) -> bool) {
     }
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_labelled_containers_are_registered_the_rest_ignored_or_reported() {
     let etcd = Etcd::single().await;
@@ -96,12 +91,20 @@ async fn fifty_labelled_containers_are_registered_the_rest_ignored_or_reported()
     println!("HOST started 54 containers in {:?}", t.elapsed());
 
     let notify = NotifySocket::new();
-    let metrics = free_addr();
+    let metrics_port = harness::Port::reserve();
+    let metrics = metrics_port.addr();
     let services = format!("{prefix}/services");
     let mut cmd = host_agent(
         &etcd,
         &fleet,
-        &["--prefix", &services, "--metrics-addr", &metrics],
+        &[
+            "--prefix",
+            &services,
+            "--allow-prefix",
+            &prefix,
+            "--metrics-addr",
+            &metrics,
+        ],
     );
     cmd.env("NOTIFY_SOCKET", notify.path());
     let t = Instant::now();
@@ -213,7 +216,7 @@ async fn two_containers_claiming_one_key_is_a_conflict_that_names_the_holder() {
     fleet
         .start(vec![Spec::new("a").label("discovery.key", &key)])
         .await;
-    let p = Proc::spawn(host_agent(&etcd, &fleet, &[]));
+    let p = Proc::spawn(host_agent(&etcd, &fleet, &["--allow-prefix", &prefix]));
     let a_ip = fleet.running()[&fleet.name("a")].clone();
     converges(
         &etcd,
@@ -300,7 +303,7 @@ async fn a_crash_restarted_agent_adopts_its_keys_and_watchers_see_nothing_for_un
     let fleet = Fleet::new("hostkill");
     fleet.start(memcached(&prefix, 12)).await;
     // A TTL long enough that the restart comes well within it.
-    let args = ["--ttl", "15"];
+    let args = ["--ttl", "15", "--allow-prefix", &prefix];
     let mut p = Proc::spawn(host_agent(&etcd, &fleet, &args));
     let expected = || expected_memcached(&fleet, &prefix);
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
@@ -355,7 +358,7 @@ async fn sigterm_withdraws_every_key_and_a_killed_agents_keys_expire_within_the_
     let fleet = Fleet::new("hostterm");
     fleet.start(memcached(&prefix, 5)).await;
     let expected = || expected_memcached(&fleet, &prefix);
-    let args = ["--ttl", "3"];
+    let args = ["--ttl", "3", "--allow-prefix", &prefix];
     let mut p = Proc::spawn(host_agent(&etcd, &fleet, &args));
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
     let t = Instant::now();
@@ -398,7 +401,7 @@ async fn an_etcd_restart_mid_churn_ends_with_etcd_matching_docker_ps() {
     let prefix = unique_prefix("hostetcd");
     let fleet = Fleet::new("hostetcd");
     fleet.start(memcached(&prefix, 10)).await;
-    let p = Proc::spawn(host_agent(&etcd, &fleet, &[]));
+    let p = Proc::spawn(host_agent(&etcd, &fleet, &["--allow-prefix", &prefix]));
     let expected = || expected_memcached(&fleet, &prefix);
     converges(&etcd, &prefix, CONVERGE, expected, || p.dump()).await;
     let c = churn(&fleet, &["m0", "m1", "m2"]);
@@ -420,7 +423,7 @@ async fn a_cut_docker_event_stream_mid_churn_ends_with_etcd_matching_docker_ps()
     fleet.start(memcached(&prefix, 10)).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = SocketProxy::start(&dir.path().join("docker.sock"), Path::new(DOCKER_SOCKET));
-    let mut cmd = host_agent(&etcd, &fleet, &[]);
+    let mut cmd = host_agent(&etcd, &fleet, &["--allow-prefix", &prefix]);
     cmd.env("DOCKER_HOST", proxy.docker_host());
     let p = Proc::spawn(cmd);
     let expected = || expected_memcached(&fleet, &prefix);
@@ -474,7 +477,14 @@ async fn published_ports_register_the_host_address_in_both_modes() {
     let p = Proc::spawn(host_agent(
         &etcd,
         &fleet,
-        &["--address", "published", "--host-ip", "192.0.2.7"],
+        &[
+            "--address",
+            "published",
+            "--host-ip",
+            "192.0.2.7",
+            "--allow-prefix",
+            &prefix,
+        ],
     ));
     let want = BTreeMap::from([(
         format!("{prefix}/web/{web}"),

@@ -9,10 +9,20 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-fn demo() -> Command {
+/// The demo's etcd ports, reserved by the harness (keep them while the
+/// demo runs), as `DEMO_ETCD_PORTS` takes them.
+fn etcd_ports() -> (Vec<harness::Port>, String) {
+    let ports = harness::ports::reserve(2);
+    let arg = format!("{},{}", ports[0], ports[1]);
+    (ports, arg)
+}
+
+fn demo(etcd_ports: &str) -> Command {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut c = Command::new(repo.join("examples/demo.sh"));
-    c.env("DEMO_NO_BUILD", "1").env_remove("DOCKER_HOST");
+    c.env("DEMO_NO_BUILD", "1")
+        .env("DEMO_ETCD_PORTS", etcd_ports)
+        .env_remove("DOCKER_HOST");
     c
 }
 
@@ -66,7 +76,8 @@ fn assert_nothing_left(run: &str, work: &Path) {
 #[test]
 fn the_demo_narrates_the_main_job_and_cleans_up() {
     let t = Instant::now();
-    let out = demo().env("DEMO_TTL", "3").output().unwrap();
+    let (_reserved, ports) = etcd_ports();
+    let out = demo(&ports).env("DEMO_TTL", "3").output().unwrap();
     let took = t.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -116,6 +127,7 @@ fn ctrl_c_at_a_terminal_mid_demo_exits_0_and_leaves_nothing_behind() {
     // Ctrl-C too and exits 130 whatever the demo did. SHELL is pinned so
     // that this runs the same everywhere (CI has no login shell).
     let demo = repo.join("examples/demo.sh");
+    let (_reserved, ports) = etcd_ports();
     let mut child = Command::new("script")
         .args(["-qfec"])
         .arg(format!("exec '{}'", demo.display()))
@@ -123,6 +135,7 @@ fn ctrl_c_at_a_terminal_mid_demo_exits_0_and_leaves_nothing_behind() {
         .env("SHELL", "/bin/sh")
         .env("DEMO_NO_BUILD", "1")
         .env("DEMO_TTL", "20")
+        .env("DEMO_ETCD_PORTS", &ports)
         .env_remove("DOCKER_HOST")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

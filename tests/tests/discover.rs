@@ -955,6 +955,36 @@ async fn a_backend_back_at_the_same_address_within_wait_costs_no_restart() {
     drop(sk2);
 }
 
+/// Without --exec there is nothing to reload: SIGHUP is logged and
+/// ignored (its default action would end discover), the watch goes on, and
+/// SIGTERM then stops it with 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_ignores_sighup_and_stops_on_sigterm() {
+    let etcd = Etcd::single().await;
+    let prefix = harness::unique_prefix("hup");
+    let mut w = Proc::spawn(discover(&etcd, &["watch", &prefix]));
+    w.wait_stdout(Duration::from_secs(10), "the get line", |l| {
+        l.contains("\"get\"")
+    })
+    .await;
+    for n in 1..=2 {
+        w.signal(Signal::SIGHUP);
+        w.wait_stderr_nth(Duration::from_secs(10), "the SIGHUP taken", n, |l| {
+            l.contains("nothing to reload; ignored") && l.contains("SIGHUP")
+        })
+        .await;
+    }
+    etcdctl(&etcd, &["put", &format!("{prefix}/1"), "10.1.1.9"]);
+    w.wait_stdout(Duration::from_secs(10), "the set after the SIGHUPs", |l| {
+        l.contains("\"set\"") && l.contains("10.1.1.9")
+    })
+    .await;
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", w.dump());
+    assert!(w.stderr().contains("stopping"), "{}", w.dump());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_before_the_first_listing_exits_0_without_a_child() {
     let mut etcd = Etcd::single().await;

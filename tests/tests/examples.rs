@@ -133,7 +133,7 @@ async fn node_watch_inline_exits_on_set_not_on_update() {
 async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
     // Debian's memcached on loopback: it keeps connections open, as the
     // test image's stand-in now does too.
-    let mc_port = harness::web::free_port();
+    let mc_port = harness::Port::reserve();
     let mut mc = Command::new("memcached");
     mc.args([
         "-l",
@@ -154,7 +154,8 @@ async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
     c.put("/services/couchbase/1", "127.0.0.1:8091")
         .await
         .unwrap();
-    let web_port = harness::web::free_port();
+    let web_port = harness::Port::reserve();
+    let web_port_n = web_port.number();
     let mut cmd = harness::proc::discover(
         &etcd,
         &[
@@ -181,7 +182,7 @@ async fn node_web_talks_to_a_real_memcached_under_discover_exec() {
     // GET / returns the config, with the round trip and a session cookie.
     let page = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", web_port)).unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", web_port_n)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = String::new();

@@ -68,7 +68,8 @@ impl Drop for CliContainer {
 struct Chapter {
     worker: Proc,
     web: Proc,
-    web_port: u16,
+    /// The web app's port, reserved for the test.
+    web_port: harness::Port,
     cb_sidekick: Proc,
     /// Kept alive for the whole test; killed on drop.
     _mc_sidekicks: Vec<Proc>,
@@ -127,11 +128,7 @@ impl Chapter {
         }
 
         // 2. The worker and the web app under discover --exec (the units' command lines).
-        let web_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let web_port = harness::Port::reserve();
         let mut worker_cmd = discover(
             &etcd,
             &[
@@ -228,7 +225,7 @@ async fn the_apps_start_with_their_backends_and_reach_them() {
         config.contains(&format!("couchbase://{cb_ip}:8091")),
         "{config}"
     );
-    let page = http_get(ch.web_port).await;
+    let page = http_get(ch.web_port.number()).await;
     assert!(
         page.contains("set-cookie: sid=") || page.contains("Set-Cookie: sid="),
         "session cookie: {page}"

@@ -6,18 +6,17 @@ use std::time::Duration;
 use discovery::{ConnectOptions, Error};
 use harness::{Etcd, EtcdCluster};
 
-fn dead_endpoint() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}")
+/// An endpoint nothing listens on, for as long as the port is held: the
+/// harness's reservation keeps every test's server off it.
+fn dead_endpoint() -> (harness::Port, String) {
+    let port = harness::Port::reserve();
+    let url = format!("http://{}", port.addr());
+    (port, url)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_checks_that_etcd_answers_and_names_the_endpoints() {
-    let dead = dead_endpoint();
+    let (_reserved, dead) = dead_endpoint();
     let t = tokio::time::Instant::now();
     let err = ConnectOptions::new()
         .with_endpoints([dead.clone()])

@@ -415,3 +415,337 @@ async fn starts_before_etcd_and_registers_once_it_answers() {
     registered(&reg).await;
     reg.deregister().await.unwrap();
 }
+
+/// Write `key` with a raw client and wait until `raw` has seen it: every
+/// event `raw` recorded before it happened before that write.
+async fn fence(etcd: &Etcd, raw: &RawWatch, key: &str) -> i64 {
+    let mut c = etcd.raw_client().await;
+    let r = c.put(key, "fence", None).await.unwrap();
+    let at = r.header().unwrap().revision();
+    raw.wait_for(Duration::from_secs(10), "the fence", |e| e.revision == at)
+        .await;
+    at
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_group_replace_writes_only_the_difference() {
+    use std::collections::BTreeMap;
+    let etcd = Etcd::single().await;
+    let client = etcd.client().await;
+    let p = unique_prefix("group-replace");
+    let map = |kv: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+        kv.iter()
+            .map(|(k, v)| (format!("{p}/svc/{k}"), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let raw = RawWatch::start(&etcd, &format!("{p}/")).await;
+    let group = client
+        .lease_group(
+            RegisterOptions::new(Duration::from_secs(8)),
+            map(&[("a", "1"), ("b", "2"), ("c", "3")]),
+        )
+        .unwrap();
+    let mut state = group.state();
+    let lease = timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| s.synced && s.held == 3),
+    )
+    .await
+    .expect("the group holds its three keys within 10s")
+    .unwrap()
+    .lease
+    .expect("a lease");
+    let start = fence(&etcd, &raw, &format!("{p}/fence/1")).await;
+
+    // a unchanged, b changed, c gone, d new.
+    let want = map(&[("a", "1"), ("b", "20"), ("d", "4")]);
+    group.replace(want.clone()).unwrap();
+    let held = eventually_async(
+        Duration::from_secs(10),
+        "etcd holding the new map",
+        || async {
+            let snap = client.get_prefix(&format!("{p}/svc")).await.unwrap();
+            let held: BTreeMap<String, Vec<u8>> = snap
+                .nodes()
+                .iter()
+                .map(|n| (n.key_str().unwrap().to_owned(), n.value().to_vec()))
+                .collect();
+            (held == want).then_some(snap)
+        },
+    )
+    .await;
+    for n in held.nodes() {
+        assert_eq!(n.lease(), Some(lease), "{n:?} under the group's lease");
+    }
+    let end = fence(&etcd, &raw, &format!("{p}/fence/2")).await;
+    let between = |from: i64, to: i64| -> Vec<(bool, String, String)> {
+        let mut v: Vec<_> = raw
+            .events()
+            .into_iter()
+            .filter(|e| e.revision > from && e.revision < to)
+            .map(|e| (e.put, e.key.clone(), e.value_str()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        between(start, end),
+        vec![
+            (false, format!("{p}/svc/c"), String::new()),
+            (true, format!("{p}/svc/b"), "20".to_owned()),
+            (true, format!("{p}/svc/d"), "4".to_owned()),
+        ],
+        "only the difference is written: a is not touched"
+    );
+    assert_eq!(
+        group.keys(),
+        want.keys().cloned().collect::<Vec<_>>(),
+        "the keys asked for"
+    );
+
+    // The same map again writes nothing, and a bad key changes nothing:
+    // after both, one real change is all that is written.
+    group.replace(want.clone()).unwrap();
+    let mut bad = want.clone();
+    bad.insert("no-slash".to_owned(), b"x".to_vec());
+    let e = group
+        .replace(bad)
+        .expect_err("a key without a leading / is refused");
+    assert!(matches!(e, discovery::Error::InvalidKey { .. }), "{e:?}");
+    assert_eq!(group.keys(), want.keys().cloned().collect::<Vec<_>>());
+    let mut more = want.clone();
+    more.insert(format!("{p}/svc/e"), b"5".to_vec());
+    group.replace(more).unwrap();
+    raw.wait_for(Duration::from_secs(10), "the put of e", |e| {
+        e.put && e.key.ends_with("/svc/e")
+    })
+    .await;
+    let last = fence(&etcd, &raw, &format!("{p}/fence/3")).await;
+    assert_eq!(
+        between(end, last),
+        vec![(true, format!("{p}/svc/e"), "5".to_owned())],
+        "the equal map and the refused one wrote nothing"
+    );
+
+    group.shutdown().await.unwrap();
+    assert!(
+        client
+            .get_prefix(&format!("{p}/svc"))
+            .await
+            .unwrap()
+            .nodes()
+            .is_empty(),
+        "the lease revoked, every key gone"
+    );
+}
+
+/// `kv` under `p`, as a group's desired map.
+fn group_map(p: &str, kv: &[(&str, &str)]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    kv.iter()
+        .map(|(k, v)| (format!("{p}/svc/{k}"), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Wait until `group` holds its `n` keys in sync and is not retrying;
+/// its lease then.
+async fn group_synced(group: &discovery::LeaseGroup, n: usize, what: &str) -> discovery::LeaseId {
+    let mut state = group.state();
+    let synced = timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| s.synced && s.held == n && s.retrying.is_none()),
+    )
+    .await
+    .map(|r| r.unwrap().clone());
+    let s = synced.unwrap_or_else(|_| {
+        panic!(
+            "{what}: the group in sync within 10s: {:?}",
+            *group.state().borrow()
+        )
+    });
+    s.lease.expect("a lease")
+}
+
+/// The nodes under `p/svc` in etcd now: key to (value, lease, mod revision).
+async fn group_keys(
+    client: &discovery::Client,
+    p: &str,
+) -> std::collections::BTreeMap<String, (String, i64, i64)> {
+    let snap = client.get_prefix(&format!("{p}/svc")).await.unwrap();
+    snap.nodes()
+        .iter()
+        .map(|n| {
+            let lease = n.lease().map(|l| l.0).unwrap_or_default();
+            let value = String::from_utf8_lossy(n.value()).into_owned();
+            (
+                n.key_str().unwrap().to_owned(),
+                (value, lease, n.mod_revision()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_group_a_lost_lease_is_replaced_and_every_key_written_again() {
+    let etcd = Etcd::single().await;
+    let client = etcd.client().await;
+    let p = unique_prefix("group-lost");
+    let want = group_map(&p, &[("a", "1"), ("b", "2"), ("c", "3")]);
+    let group = client.lease_group(opts(), want.clone()).unwrap();
+    let lease = group_synced(&group, 3, "at start").await;
+    let raw = RawWatch::start(&etcd, &format!("{p}/")).await;
+
+    // The lease revoked behind the group's back (as if it had expired):
+    // etcd deletes the keys, the next keep-alive (within an interval) says
+    // TTL 0, and the group puts every key again under a new lease.
+    let mut rc = etcd.raw_client().await;
+    rc.lease_revoke(lease.0).await.unwrap();
+    let t = Instant::now();
+    let back = eventually_async(
+        TTL + NEXT_TRY + SLACK,
+        "every key back under a new lease",
+        || async {
+            let held = group_keys(&client, &p).await;
+            let all_new = held.len() == 3 && held.values().all(|(_, l, _)| *l != lease.0);
+            all_new.then_some(held)
+        },
+    )
+    .await;
+    println!(
+        "GROUP lease revoked -> every key back under a new lease in {:?}",
+        t.elapsed()
+    );
+    let new = group_synced(&group, 3, "after the lost lease").await;
+    assert_ne!(new, lease, "a new lease");
+    for (k, (v, l, _)) in &back {
+        assert_eq!((v.as_bytes(), *l), (want[k].as_slice(), new.0), "{k}");
+    }
+    // Each key deleted once (the revoke) and put once: nothing twice.
+    let end = fence(&etcd, &raw, &format!("{p}/fence")).await;
+    let mut seen: Vec<(bool, String)> = raw
+        .events()
+        .into_iter()
+        .filter(|e| e.revision < end)
+        .map(|e| (e.put, e.key.rsplit('/').next().unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    let each = |put: bool| ["a", "b", "c"].map(|k| (put, k.to_owned()));
+    assert_eq!(
+        seen,
+        [each(false), each(true)].concat(),
+        "{:#?}",
+        raw.events()
+    );
+    group.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_group_adopts_a_crashed_owners_lease_and_writes_only_what_differs() {
+    let etcd = Etcd::single().await;
+    let client = etcd.client().await;
+    let p = unique_prefix("group-adopt");
+    let before = group_map(&p, &[("a", "1"), ("b", "2"), ("gone", "9")]);
+    // A group in a runtime of its own, which then dies: its lease stays
+    // alive for a TTL with nobody to revoke it.
+    let old = {
+        let (connect, before) = (etcd.connect_options(), before.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (group, lease) = rt.block_on(async {
+                let c = connect.connect().await.unwrap();
+                let group = c.lease_group(opts(), before).unwrap();
+                let lease = group_synced(&group, 3, "the first owner").await;
+                (group, lease)
+            });
+            rt.shutdown_background();
+            // Its actor is gone with the runtime: dropping it cannot revoke.
+            std::mem::forget(group);
+            lease
+        })
+        .join()
+        .unwrap()
+    };
+    let kept = group_keys(&client, &p).await;
+    let raw = RawWatch::start(&etcd, &format!("{p}/")).await;
+
+    // The new owner wants a unchanged, b changed, c new, and not "gone".
+    let want = group_map(&p, &[("a", "1"), ("b", "20"), ("c", "3")]);
+    let group = client.lease_group(opts(), want.clone()).unwrap();
+    let lease = group_synced(&group, 3, "the new owner").await;
+    assert_eq!(lease, old, "the crashed owner's live lease is adopted");
+    let end = fence(&etcd, &raw, &format!("{p}/fence")).await;
+    let mut seen: Vec<(bool, String, String)> = raw
+        .events()
+        .into_iter()
+        .filter(|e| e.revision < end)
+        .map(|e| {
+            (
+                e.put,
+                e.key.rsplit('/').next().unwrap().to_owned(),
+                e.value_str(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (false, "gone".to_owned(), String::new()),
+            (true, "b".to_owned(), "20".to_owned()),
+            (true, "c".to_owned(), "3".to_owned()),
+        ],
+        "only the difference is written: a is not touched"
+    );
+    let a = format!("{p}/svc/a");
+    assert_eq!(group_keys(&client, &p).await[&a], kept[&a], "a as it was");
+    group.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_group_keeps_its_lease_and_keys_when_etcd_is_down_longer_than_the_ttl() {
+    let mut etcd = Etcd::single().await;
+    let client = etcd.client().await;
+    let p = unique_prefix("group-down");
+    let want = group_map(&p, &[("a", "1"), ("b", "2")]);
+    let group = client.lease_group(opts(), want).unwrap();
+    let lease = group_synced(&group, 2, "at start").await;
+    let before = group_keys(&client, &p).await;
+
+    // etcd down for longer than the TTL, then back. etcd keeps its leases
+    // across a restart and renews them all when it elects a leader: the
+    // group keeps its lease (unconfirmed for a whole TTL, but not lost:
+    // etcd did not say so), and its keys are never deleted nor rewritten.
+    etcd.kill(0);
+    let mut state = group.state();
+    timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| s.retrying.is_some()),
+    )
+    .await
+    .expect("retrying while etcd is down")
+    .unwrap();
+    // Pacing, not synchronisation: the scenario is etcd down for longer
+    // than the TTL.
+    tokio::time::sleep(TTL * 2).await;
+    etcd.restart(0).await;
+    let t = Instant::now();
+    assert_eq!(
+        group_synced(&group, 2, "after etcd answered").await,
+        lease,
+        "the same lease"
+    );
+    println!(
+        "GROUP etcd down {:?} (> TTL) -> in sync again {:?} after etcd answered",
+        TTL * 2,
+        t.elapsed()
+    );
+    assert_eq!(
+        group_keys(&client, &p).await,
+        before,
+        "the same keys, values, lease and revisions: nothing deleted or rewritten"
+    );
+    group.shutdown().await.unwrap();
+}

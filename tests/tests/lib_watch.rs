@@ -718,3 +718,155 @@ async fn a_restore_from_a_backup_is_resynced_not_waited_for() {
         (format!("{p}/d").as_bytes(), Action::Set, false)
     );
 }
+
+/// The next message of a merged watch, within 10 s.
+async fn next_merged(m: &mut discovery::MergedWatchStream) -> (usize, WatchMessage) {
+    let (i, msg) = timeout(Duration::from_secs(10), m.recv())
+        .await
+        .expect("a merged watch message within 10s")
+        .expect("merged stream open");
+    (i, msg.expect("no watch error"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_prefixes_tags_each_message_and_keeps_each_prefix_in_revision_order() {
+    let etcd = Etcd::single().await;
+    let client = etcd.client().await;
+    let p = unique_prefix("merged");
+    let prefixes = [format!("{p}/a"), format!("{p}/b"), format!("{p}/c")];
+    let mut raw = etcd.raw_client().await;
+    raw.put(format!("{p}/b/0"), "b0", None).await.unwrap();
+    raw.put(format!("{p}/c/x"), "cx", None).await.unwrap();
+
+    let e = client
+        .watch_prefixes([prefixes[0].as_str(), "no-slash"], WatchOptions::new())
+        .expect_err("a prefix without a leading / is refused");
+    assert!(matches!(e, discovery::Error::InvalidPrefix { .. }), "{e:?}");
+
+    let (handles, mut m) = client
+        .watch_prefixes(&prefixes, WatchOptions::new())
+        .unwrap();
+    let shown: Vec<String> = handles.iter().map(|h| h.prefix().to_string()).collect();
+    assert_eq!(shown, prefixes, "one handle per prefix, in the order given");
+    let snaps = timeout(Duration::from_secs(10), m.snapshots())
+        .await
+        .expect("the snapshots within 10s")
+        .unwrap_or_else(|(i, e)| panic!("the watch of {} failed: {e}", prefixes[i]));
+    let listed: Vec<(String, Vec<String>)> = snaps
+        .iter()
+        .map(|s| (s.prefix().to_string(), s.values_lossy()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (prefixes[0].clone(), vec![]),
+            (prefixes[1].clone(), vec!["b0".to_owned()]),
+            (prefixes[2].clone(), vec!["cx".to_owned()]),
+        ],
+        "the snapshots, in the order given"
+    );
+
+    // Interleaved writes to a and b (c stays quiet), and one beside a.
+    let mut written: Vec<(usize, String, i64)> = Vec::new();
+    for n in 0..40 {
+        let which = if n % 3 == 0 { 1 } else { 0 };
+        let key = format!("{}/{n}", prefixes[which]);
+        let r = raw.put(key.as_str(), format!("v{n}"), None).await.unwrap();
+        written.push((which, key, r.header().unwrap().revision()));
+        if n == 20 {
+            raw.put(format!("{p}/a-old/x"), "beside a", None)
+                .await
+                .unwrap();
+        }
+    }
+    let mut got: Vec<(usize, String, i64)> = Vec::new();
+    while got.len() < written.len() {
+        match next_merged(&mut m).await {
+            (i, WatchMessage::Event(e)) => got.push((
+                i,
+                String::from_utf8_lossy(e.key()).into_owned(),
+                e.revision(),
+            )),
+            (i, other) => panic!("prefix {i}: unexpected {other:?}"),
+        }
+    }
+    for (i, key, _) in &got {
+        assert!(
+            key.starts_with(&format!("{}/", prefixes[*i])),
+            "{key} tagged with prefix {i} ({})",
+            prefixes[*i]
+        );
+    }
+    for i in 0..3 {
+        let of = |v: &[(usize, String, i64)]| -> Vec<(String, i64)> {
+            v.iter()
+                .filter(|(j, _, _)| *j == i)
+                .map(|(_, k, r)| (k.clone(), *r))
+                .collect()
+        };
+        assert_eq!(
+            of(&got),
+            of(&written),
+            "prefix {i}: every write once, in revision order"
+        );
+    }
+    assert!(
+        timeout(Duration::from_millis(300), m.recv()).await.is_err(),
+        "nothing beyond the writes (the key beside a is not under it)"
+    );
+
+    // Cancelling one watch ends the merged stream and stops the others.
+    handles[2].cancel();
+    let end = timeout(Duration::from_secs(10), m.recv())
+        .await
+        .expect("the merged stream ends within 10s");
+    assert!(end.is_none(), "ended without an error: {end:?}");
+    for h in &handles[..2] {
+        let mut status = h.status();
+        timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| *s == discovery::WatchStatus::Stopped),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the watch of {} stopped within 10s", h.prefix()))
+        .expect("status sender alive until stopped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_prefixes_with_a_prefix_the_user_may_not_read_fails_naming_it() {
+    use harness::etcd::{SIDEKICK_PASSWORD, enable_auth};
+    let etcd = Etcd::single().await;
+    enable_auth(&etcd);
+    let client = etcd
+        .connect_options()
+        .with_user_name("sidekick")
+        .with_password(discovery::Password::new(SIDEKICK_PASSWORD))
+        .connect()
+        .await
+        .expect("connect as the restricted user");
+    let u = fastrand::u32(..);
+    // The role may read /services/ only.
+    let prefixes = [format!("/services/m-{u:08x}"), format!("/config/m-{u:08x}")];
+    let (handles, mut m) = client
+        .watch_prefixes(&prefixes, WatchOptions::new())
+        .unwrap();
+    let (i, e) = timeout(Duration::from_secs(10), m.snapshots())
+        .await
+        .expect("an answer within 10s")
+        .expect_err("the /config watch is refused");
+    assert_eq!(i, 1, "the refused prefix is named: {e}");
+    assert!(
+        matches!(e, discovery::Error::PermissionDenied { .. }),
+        "{e:?}"
+    );
+    let mut status = handles[0].status();
+    timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| *s == discovery::WatchStatus::Stopped),
+    )
+    .await
+    .expect("the allowed watch stopped too within 10s")
+    .expect("status sender alive until stopped");
+    assert!(m.recv().await.is_none(), "the merged stream has ended");
+}

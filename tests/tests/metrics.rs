@@ -6,11 +6,6 @@ use std::time::Duration;
 use harness::proc::{Proc, discover, sidekick};
 use harness::{Etcd, eventually_async};
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 async fn scrape(addr: &str) -> Option<String> {
     request(addr, "GET /metrics HTTP/1.1", "").await
 }
@@ -50,7 +45,8 @@ async fn wait_metric(addr: &str, series: &str, want: impl Fn(f64) -> bool) -> St
 #[tokio::test(flavor = "multi_thread")]
 async fn sidekick_and_discover_export_what_they_do() {
     let mut etcd = Etcd::single().await;
-    let sk_addr = free_addr();
+    let sk_addr_port = harness::Port::reserve();
+    let sk_addr = sk_addr_port.addr();
     let _sk = Proc::spawn(sidekick(
         &etcd,
         &[
@@ -104,7 +100,8 @@ async fn sidekick_and_discover_export_what_they_do() {
         "{text}"
     );
 
-    let d_addr = free_addr();
+    let d_addr_port = harness::Port::reserve();
+    let d_addr = d_addr_port.addr();
     let d = Proc::spawn(discover(
         &etcd,
         &["watch", "/services/m", "--metrics-addr", &d_addr],
@@ -181,7 +178,8 @@ async fn sidekick_and_discover_export_what_they_do() {
     );
 
     // Child restarts are counted by kind.
-    let x_addr = free_addr();
+    let x_addr_port = harness::Port::reserve();
+    let x_addr = x_addr_port.addr();
     let _x = Proc::spawn(discover(
         &etcd,
         &[

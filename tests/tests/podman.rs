@@ -172,7 +172,15 @@ async fn the_host_agent_registers_labelled_podman_containers() {
     let raw = RawWatch::start(&etcd, &format!("{prefix}/")).await;
     let mut cmd = sidekick(
         &etcd,
-        &["--all", "--only-label", &format!("{only}=1"), "--ttl", "3"],
+        &[
+            "--all",
+            "--only-label",
+            &format!("{only}=1"),
+            "--ttl",
+            "3",
+            "--allow-prefix",
+            &prefix,
+        ],
     );
     cmd.env("DOCKER_HOST", podman.docker_host());
     let mut p = Proc::spawn(cmd);

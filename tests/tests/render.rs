@@ -1,6 +1,6 @@
 //! `discover render` against a real etcd, a real nginx (Debian's, as a
-//! non-daemon child with its own prefix in a temporary directory, on free
-//! loopback ports) and real HTTP backends that answer with their own port.
+//! non-daemon child with its own prefix in a temporary directory, on loopback
+//! ports the harness reserves) and real HTTP backends that answer with their own port.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::web::{backend, free_port, hits, wait_listening};
-use harness::{Etcd, Proc, eventually_async, unique_prefix};
+use harness::web::{backend, hits, wait_listening};
+use harness::{Etcd, Port, Proc, eventually_async, unique_prefix};
 
 /// One sample of discover's metrics (`name{labels}` exactly), 0 when absent.
-async fn metric(port: u16, series: &str) -> u64 {
-    let series = series.to_owned();
+async fn metric(port: &Port, series: &str) -> u64 {
+    let (port, series) = (port.number(), series.to_owned());
     tokio::task::spawn_blocking(move || {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
             return 0;
@@ -32,7 +32,7 @@ async fn metric(port: u16, series: &str) -> u64 {
 }
 
 /// Wait until a counter reaches at least `at_least`.
-async fn wait_metric(port: u16, series: &str, at_least: u64) {
+async fn wait_metric(port: &Port, series: &str, at_least: u64) {
     eventually_async(
         Duration::from_secs(30),
         format!("{series} to reach {at_least}"),
@@ -59,8 +59,10 @@ enum Reload {
 /// example's own template, as examples/nginx-upstream/web-lb.service runs it.
 struct Lb {
     dir: tempfile::TempDir,
-    port: u16,
-    metrics: u16,
+    /// nginx's port.
+    port: Port,
+    /// render's `--metrics-addr` port.
+    metrics: Port,
     render: Proc,
     nginx: Proc,
 }
@@ -111,7 +113,7 @@ impl Lb {
     /// nginx as `how` says.
     async fn start_with(etcd: &Etcd, prefix: &str, how: Reload, extra: &[&str]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = Port::reserve();
         let c = etcd.client().await;
         let d = dir.path().display().to_string();
         c.put(
@@ -144,7 +146,7 @@ impl Lb {
             .arg(dir.path().join("nginx.conf"))
             .args(["-g", "daemon off;"]);
         let nginx = Proc::spawn(ng);
-        let metrics = free_port();
+        let metrics = Port::reserve();
         let reload = match how {
             Reload::Command => vec![
                 "--reload-cmd".to_owned(),
@@ -198,9 +200,9 @@ impl Lb {
     /// more (nginx may serve the new config a moment before discover counts
     /// the reload: the reload command returns after the signal).
     async fn reloads_exactly(&self, n: u64, what: &str) {
-        wait_metric(self.metrics, RELOADS_OK, n).await;
+        wait_metric(&self.metrics, RELOADS_OK, n).await;
         assert_eq!(
-            metric(self.metrics, RELOADS_OK).await,
+            metric(&self.metrics, RELOADS_OK).await,
             n,
             "{what}\n{}",
             self.dump()
@@ -226,7 +228,8 @@ impl Lb {
             || {
                 let want = want.clone();
                 async move {
-                    let got: BTreeSet<String> = hits(self.port, n).await?.into_iter().collect();
+                    let got: BTreeSet<String> =
+                        hits(self.port.number(), n).await?.into_iter().collect();
                     (got == want).then_some(())
                 }
             },
@@ -240,7 +243,8 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
     let etcd = Etcd::single().await;
     let prefix = unique_prefix("render-lb");
     let c = etcd.client().await;
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let reserved = harness::ports::reserve(4);
+    let ports = harness::ports::numbers(&reserved);
     let mut backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
     for (b, p) in backends.iter().zip(&ports) {
         wait_listening(b, *p).await;
@@ -259,7 +263,7 @@ async fn nginx_follows_the_backends_with_one_reload_per_change() {
         conf.contains(&format!("server 127.0.0.1:{};", ports[0])),
         "{conf}"
     );
-    let base = metric(lb.metrics, RELOADS_OK).await;
+    let base = metric(&lb.metrics, RELOADS_OK).await;
 
     // web/3 leaves etcd while its process still answers: only the reload
     // can take it out of nginx's rotation.
@@ -288,7 +292,8 @@ async fn reload_signal_hups_nginx_through_its_pid_file() {
     let etcd = Etcd::single().await;
     let prefix = unique_prefix("render-hup");
     let c = etcd.client().await;
-    let ports = [free_port(), free_port()];
+    let reserved = harness::ports::reserve(2);
+    let ports = harness::ports::numbers(&reserved);
     let backends: Vec<Proc> = ports.iter().map(|p| backend(*p)).collect();
     for (b, p) in backends.iter().zip(&ports) {
         wait_listening(b, *p).await;
@@ -309,7 +314,7 @@ async fn reload_signal_hups_nginx_through_its_pid_file() {
         .parse()
         .unwrap();
     assert_eq!(pid, lb.nginx.pid(), "{}", lb.dump());
-    let base = metric(lb.metrics, RELOADS_OK).await;
+    let base = metric(&lb.metrics, RELOADS_OK).await;
 
     // Only a reload can put web/2 into nginx's rotation.
     c.put(
@@ -422,7 +427,8 @@ async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
     let etcd = Etcd::single().await;
     let prefix = unique_prefix("render-check");
     let c = etcd.client().await;
-    let port = free_port();
+    let reserved = Port::reserve();
+    let port = reserved.number();
     let b = backend(port);
     wait_listening(&b, port).await;
     c.put(&format!("{prefix}/web/1"), format!("127.0.0.1:{port}"))
@@ -431,14 +437,14 @@ async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
     let lb = Lb::start(&etcd, &prefix, &["--wait", "0"]).await;
     lb.wait_serving(&[port], "nginx to reach web/1").await;
     let before = std::fs::read_to_string(lb.conf()).unwrap();
-    let reloads = metric(lb.metrics, RELOADS_OK).await;
+    let reloads = metric(&lb.metrics, RELOADS_OK).await;
 
     // Port 0 renders fine but `nginx -t` refuses it.
     c.put(&format!("{prefix}/web/2"), r#"{"ip":"127.0.0.1","port":0}"#)
         .await
         .unwrap();
     eventually_async(Duration::from_secs(30), "a check failure", || async {
-        (metric(lb.metrics, CHECK_FAILED).await >= 1).then_some(())
+        (metric(&lb.metrics, CHECK_FAILED).await >= 1).then_some(())
     })
     .await;
     lb.render
@@ -453,17 +459,20 @@ async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
         .await
         .unwrap();
     eventually_async(Duration::from_secs(30), "a render failure", || async {
-        (metric(lb.metrics, RENDER_FAILED).await >= 1).then_some(())
+        (metric(&lb.metrics, RENDER_FAILED).await >= 1).then_some(())
     })
     .await;
     assert_eq!(std::fs::read_to_string(lb.conf()).unwrap(), before);
     assert_eq!(
-        metric(lb.metrics, RELOADS_OK).await,
+        metric(&lb.metrics, RELOADS_OK).await,
         reloads,
         "{}",
         lb.dump()
     );
-    assert_eq!(hits(lb.port, 3).await.unwrap(), vec![port.to_string(); 3]);
+    assert_eq!(
+        hits(lb.port.number(), 3).await.unwrap(),
+        vec![port.to_string(); 3]
+    );
     let left: Vec<_> = std::fs::read_dir(lb.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -472,16 +481,16 @@ async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
     assert!(left.is_empty(), "temporary files left: {left:?}");
 
     // The bad key goes: the rendering is the file again, nothing to do.
-    let unchanged = metric(lb.metrics, UNCHANGED).await;
+    let unchanged = metric(&lb.metrics, UNCHANGED).await;
     c.delete(&format!("{prefix}/web/2")).await.unwrap();
     eventually_async(
         Duration::from_secs(30),
         "an unchanged rendering",
-        || async { (metric(lb.metrics, UNCHANGED).await > unchanged).then_some(()) },
+        || async { (metric(&lb.metrics, UNCHANGED).await > unchanged).then_some(()) },
     )
     .await;
     assert_eq!(
-        metric(lb.metrics, RELOADS_OK).await,
+        metric(&lb.metrics, RELOADS_OK).await,
         reloads,
         "{}",
         lb.dump()
@@ -492,7 +501,8 @@ async fn a_rendering_nginx_refuses_keeps_the_old_file_and_nginx_serving() {
 /// appends a line to a file: how many reloads ran, exactly.
 struct Plain {
     dir: tempfile::TempDir,
-    metrics: u16,
+    /// render's `--metrics-addr` port.
+    metrics: Port,
     render: Proc,
 }
 
@@ -505,7 +515,7 @@ impl Plain {
             "{% for b in web %}\n{{ b.name }} {{ b.value }}\n{% endfor %}\n",
         )
         .unwrap();
-        let metrics = free_port();
+        let metrics = Port::reserve();
         let render = Proc::spawn(harness::proc::discover(
             etcd,
             &[
@@ -580,7 +590,7 @@ async fn an_unchanged_rendering_writes_nothing_and_reloads_nothing() {
     use std::os::unix::fs::MetadataExt;
     let ino = std::fs::metadata(r.dir.path().join("out")).unwrap().ino();
     let reloads = r.reloads();
-    let unchanged = metric(r.metrics, UNCHANGED).await;
+    let unchanged = metric(&r.metrics, UNCHANGED).await;
     // The same value written again: an event, a new modifiedIndex, and the
     // same rendering.
     c.put(&format!("{prefix}/web/1"), "10.0.0.1:80")
@@ -589,7 +599,7 @@ async fn an_unchanged_rendering_writes_nothing_and_reloads_nothing() {
     eventually_async(
         Duration::from_secs(30),
         "the re-put to be rendered",
-        || async { (metric(r.metrics, UNCHANGED).await > unchanged).then_some(()) },
+        || async { (metric(&r.metrics, UNCHANGED).await > unchanged).then_some(()) },
     )
     .await;
     assert_eq!(r.reloads(), reloads, "{}", r.render.dump());

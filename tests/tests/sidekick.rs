@@ -426,6 +426,45 @@ async fn require_healthy_follows_the_healthcheck() {
     drop(p);
 }
 
+/// SIGHUP asks for a reconcile with Docker at once, and never stops the
+/// sidekick (its default action would), not even during a stop: the
+/// registration stays, and a SIGTERM afterwards is still the first stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reconciles_now_and_never_stops() {
+    let etcd = Etcd::single().await;
+    let docker = Docker::connect().await;
+    let c = docker
+        .run(ContainerSpec::new(unique_name("hup")).tcp(1))
+        .await;
+    let ip = c.bridge_ip().await.unwrap();
+    let key = format!("{}/1", unique_prefix("hup"));
+    let args = ["--key", &key, "--container", c.name(), "--ttl", TTL];
+    let mut p = start(&etcd, &args, &key, &ip).await;
+    // Two, each once the one before was taken (two pending SIGHUPs are one
+    // to the kernel).
+    for n in 1..=2 {
+        p.signal(Signal::SIGHUP);
+        p.wait_stderr_nth(Duration::from_secs(10), "the SIGHUP's reconcile", n, |l| {
+            l.contains("SIGHUP: reconciling now")
+        })
+        .await;
+    }
+    assert!(
+        p.try_exit().is_none(),
+        "SIGHUP ended the sidekick\n{}",
+        p.dump()
+    );
+    assert_eq!(value(&etcd, &key).await.as_deref(), Some(ip.as_str()));
+    p.signal(Signal::SIGTERM);
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.dump());
+    assert!(
+        p.stderr().contains("stopping: revoking the lease"),
+        "{}",
+        p.dump()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_revokes_at_once_and_sigkill_expires_within_the_ttl() {
     let etcd = Etcd::single().await;

@@ -24,38 +24,6 @@ fn instance() -> u32 {
     fastrand::u32(100_000..999_999)
 }
 
-async fn get(etcd: &Etcd, key: &str) -> Option<String> {
-    let mut c = etcd.raw_client().await;
-    let r = c.get(key, None).await.ok()?;
-    r.kvs()
-        .first()
-        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-}
-
-/// Wait until `key` holds a value `pred` accepts; return it.
-async fn wait_key(
-    etcd: &Etcd,
-    host: &SystemdHost,
-    key: &str,
-    timeout: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = get(etcd, key).await.filter(|v| pred(v)) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{key}: no accepted value within {timeout:?} (now {:?})\n--- journal ---\n{}",
-                get(etcd, key).await,
-                host.journal_all()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The IP of an `IP:PORT` value.
 fn ip(value: &str) -> &str {
     value.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(value)
@@ -70,14 +38,14 @@ async fn start_memcached(etcd: &Etcd, host: &SystemdHost, i: u32) -> (String, Du
     host.sibling(format!("memcached-{i}"));
     let t = Instant::now();
     host.systemctl(&["start", &format!("memcached@{i}.service")]);
-    let v = wait_key(
-        etcd,
-        host,
-        &format!("/services/memcached/{i}"),
-        Duration::from_secs(30),
-        |v| v.ends_with(":11211"),
-    )
-    .await;
+    let v = host
+        .wait_key(
+            etcd,
+            &format!("/services/memcached/{i}"),
+            Duration::from_secs(30),
+            |v| v.ends_with(":11211"),
+        )
+        .await;
     (v, t.elapsed())
 }
 
@@ -317,7 +285,7 @@ async fn systemd_a_crashed_sidekick_restarts_silently() {
         raw.events()
     );
     assert_eq!(
-        get(&etcd, &format!("/services/memcached/{i}")).await,
+        etcd.get_value(&format!("/services/memcached/{i}")).await,
         Some(value)
     );
     println!(
@@ -354,7 +322,8 @@ async fn systemd_the_watchdog_restarts_a_frozen_sidekick() {
     .await;
     assert_ne!(host.main_pid(&unit), pid);
     let key = format!("/services/memcached/{i}");
-    wait_key(&etcd, &host, &key, Duration::from_secs(30), |v| v == value).await;
+    host.wait_key(&etcd, &key, Duration::from_secs(30), |v| v == value)
+        .await;
     host.wait_property(&unit, "StatusText", Duration::from_secs(20), |s| {
         s.starts_with("registered ")
     })
@@ -443,7 +412,7 @@ async fn systemd_start_returns_while_etcd_is_down_and_registers_later() {
     let t = Instant::now();
     etcd.restart(0).await;
     let key = format!("/services/memcached/{i}");
-    wait_key(&etcd, &host, &key, Duration::from_secs(60), |v| {
+    host.wait_key(&etcd, &key, Duration::from_secs(60), |v| {
         v.ends_with(":11211")
     })
     .await;
@@ -598,15 +567,16 @@ async fn systemd_every_unit_that_runs_our_tools_is_exposed_at_most_2() {
 /// so curl reaches nginx and nginx the backends.
 #[tokio::test(flavor = "multi_thread")]
 async fn systemd_reload_unit_reloads_nginx_through_systemctl() {
-    use harness::web::{backend, free_port, hits, wait_listening};
+    use harness::web::{backend, hits, wait_listening};
     let etcd = Etcd::single().await;
     let host = SystemdHost::start(HostConfig::new(&etcd.endpoints_arg())).await;
-    let ports = [free_port(), free_port()];
+    let reserved = harness::ports::reserve(3);
+    let ports = harness::ports::numbers(&reserved[..2]);
     let backends: Vec<_> = ports.iter().map(|p| backend(*p)).collect();
     for (b, p) in backends.iter().zip(&ports) {
         wait_listening(b, *p).await;
     }
-    let lb_port = free_port();
+    let lb_port = reserved[2].number();
     let c = etcd.client().await;
     // The units' own keys (this etcd is the test's alone): nginx settings
     // under /config/web-lb, backends under /services/web.
