@@ -89,9 +89,15 @@ fi
 BIN=${CARGO_TARGET_DIR:-target}/debug
 docker image inspect "$IMAGE" >/dev/null 2>&1 || make -s image
 
-# A free loopback port pair for a throwaway etcd.
+# A free loopback port pair for a throwaway etcd, unless given as
+# DEMO_ETCD_PORTS=CLIENT,PEER (the test suite passes ports its harness
+# reserved, so that no parallel test takes them first).
 port() { local p; while :; do p=$((20000 + RANDOM % 10000)); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
-CLIENT=$(port); PEER=$(port)
+if [[ -n ${DEMO_ETCD_PORTS:-} ]]; then
+  IFS=, read -r CLIENT PEER <<<"$DEMO_ETCD_PORTS"
+else
+  CLIENT=$(port); PEER=$(port)
+fi
 export ETCDCTL_ENDPOINTS="http://127.0.0.1:$CLIENT"
 
 say "Starting a throwaway etcd on 127.0.0.1:$CLIENT (data in $WORK)"
