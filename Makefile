@@ -9,7 +9,10 @@ TEST_IMAGE := discovery-test/busybox:$(shell cat tests/image/TAG)
 IMAGE_CTX := target/test-image
 
 # `make install`: PREFIX and DESTDIR as usual; PROFILE=debug installs what
-# `cargo build` made instead of building a release.
+# `cargo build` made instead of building a release; PREBUILT=1 installs the
+# release built already, without running cargo (the Debian package's build
+# does: debhelper's environment, CFLAGS and all, would rebuild every crate
+# with a C build script).
 PROFILE ?= release
 # Where cargo puts what it builds (it honours CARGO_TARGET_DIR; so do we).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
@@ -17,8 +20,21 @@ TARGET := $(or $(CARGO_TARGET_DIR),target)
 # /etc/systemd/system for any other prefix.
 UNITDIR ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
 SHAREDIR ?= $(PREFIX)/share/sidekick
+DOCDIR ?= $(PREFIX)/share/doc/sidekick
+# The Debian package puts the environment example in DOCDIR/examples.
+ENVEXAMPLEDIR ?= $(SHAREDIR)
+MANDIR ?= $(PREFIX)/share/man
+# Where each shell looks: bash-completion and fish search every
+# XDG_DATA_DIRS entry (/usr/local/share too); Debian's zsh has
+# vendor-completions for /usr and site-functions for everything else.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/share/zsh/vendor-completions,$(PREFIX)/share/zsh/site-functions)
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# The man pages' date: the commit's, so the same commit gives the same pages.
+DOCDATE := $(shell git log -1 --format=%cs 2>/dev/null)
+DOCGEN = $(TARGET)/$(PROFILE)/sidekick-docgen
 
-.PHONY: all build release deps image sweep fmt-check clippy test test-only doc bench demo install clean
+.PHONY: all build release deps image sweep fmt-check clippy test test-only doc bench demo install deb clean
 
 all: build
 
@@ -26,7 +42,7 @@ build:
 	$(CARGO) build --workspace
 
 release:
-	$(CARGO) build --release -p sidekick
+	$(CARGO) build --release -p sidekick -p sidekick-docgen
 
 deps:
 	@./.ci/deps.sh
@@ -86,15 +102,15 @@ test: deps image sweep fmt-check clippy doc test-only
 	@$(MAKE) --no-print-directory sweep
 
 install:
-	@if [ "$(PROFILE)" = release ]; then $(CARGO) build --release -p sidekick; fi
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/examples
+	@if [ "$(PROFILE)" = release ] && [ -z "$(PREBUILT)" ]; then $(CARGO) build --release -p sidekick -p sidekick-docgen; fi
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/examples $(DESTDIR)$(ENVEXAMPLEDIR)
 	install -m 0755 $(TARGET)/$(PROFILE)/sidekick $(TARGET)/$(PROFILE)/discover $(DESTDIR)$(PREFIX)/bin/
 	@# The units name /usr/local; point them at PREFIX.
 	for u in units/*.service; do \
 	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 	done
-	install -m 0644 units/sidekick.env.example $(DESTDIR)$(SHAREDIR)/
-	install -d $(DESTDIR)$(PREFIX)/share/doc/sidekick && install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sidekick/
+	install -m 0644 units/sidekick.env.example $(DESTDIR)$(ENVEXAMPLEDIR)/
+	install -d $(DESTDIR)$(DOCDIR) && install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
 	for d in node-web node-worker node-watch-inline; do \
 	  install -d $(DESTDIR)$(SHAREDIR)/examples/$$d && install -m 0644 examples/$$d/*.js $(DESTDIR)$(SHAREDIR)/examples/$$d/; \
 	done
@@ -104,6 +120,29 @@ install:
 	for u in web-lb.service web-lb-nginx.service; do \
 	  sed 's|/usr/local/|$(PREFIX)/|g' examples/nginx-upstream/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
 	done
+	@# Man pages and completions, generated from the definitions the
+	@# binaries parse with (packaging/docgen); FILES lists the units just installed.
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	@gen=$$(mktemp -d) && trap 'rm -rf "$$gen"' EXIT && set -e && \
+	  $(DOCGEN) man $$gen/man --units $(DESTDIR)$(UNITDIR) --unit-dir $(UNITDIR) --bin-dir $(PREFIX)/bin \
+	    --env-example $(ENVEXAMPLEDIR)/sidekick.env.example --readme $(DOCDIR)/README.md --date '$(DOCDATE)' && \
+	  $(DOCGEN) completions $$gen/completions && \
+	  install -m 0644 $$gen/man/*.1 $(DESTDIR)$(MANDIR)/man1/ && \
+	  install -m 0644 $$gen/completions/bash/* $(DESTDIR)$(BASHCOMPDIR)/ && \
+	  install -m 0644 $$gen/completions/zsh/* $(DESTDIR)$(ZSHCOMPDIR)/ && \
+	  install -m 0644 $$gen/completions/fish/* $(DESTDIR)$(FISHCOMPDIR)/
+
+# `make deb`: sidekick_VERSION_ARCH.deb from a release build, checked by
+# lintian when it is installed. packaging/build-deb says how and why
+# (dpkg-deb through debhelper over a staged `make install PREFIX=/usr`);
+# PROFILE=debug packages the debug build (what the tests install),
+# VERSION=, DEB_OUT= and DEB_COMPRESS= are passed on.
+deb:
+	@if [ "$(PROFILE)" = release ]; then $(CARGO) build --release -p sidekick -p sidekick-docgen; fi
+	@deb=$$(PROFILE=$(PROFILE) TARGET=$(TARGET) VERSION=$(VERSION) DEB_OUT=$(DEB_OUT) DEB_COMPRESS="$(DEB_COMPRESS)" packaging/build-deb | tail -n1) && echo "deb: built $$deb" && \
+	  if command -v lintian >/dev/null 2>&1; then \
+	    lintian --fail-on error,warning "$$deb" && echo "deb: lintian found no error or warning"; \
+	  else echo "deb: lintian is not installed, so the package was not checked (apt-get install lintian)"; fi
 
 # Benchmarks against the chapter's bash sidekick, etcdctl and a bare watch;
 # rewrites BENCHMARKS.md (about 10 minutes; run on an otherwise idle machine).

