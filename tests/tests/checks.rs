@@ -308,11 +308,15 @@ async fn warnings_stay_slow_answers_are_critical_flapping_changes_nothing_and_do
     .await;
     let bound = Duration::from_secs(2) + Duration::from_millis(500) + Duration::from_secs(1);
     assert!(gone.at - t <= bound, "{:?} > {bound:?}", gone.at - t);
-    p.wait_stderr(Duration::from_secs(5), "the slow server's withdrawal logged", |l| {
-        l.contains("check critical; withdrawn")
-            && l.contains(&fleet.name("slow"))
-            && l.contains("no answer within 500ms")
-    })
+    p.wait_stderr(
+        Duration::from_secs(5),
+        "the slow server's withdrawal logged",
+        |l| {
+            l.contains("check critical; withdrawn")
+                && l.contains(&fleet.name("slow"))
+                && l.contains("no answer within 500ms")
+        },
+    )
     .await;
 
     // Flapping: every other check fails, rise 2 / fall 2: no transition
