@@ -142,6 +142,45 @@ impl Podman {
     }
 }
 
+impl Podman {
+    /// `podman network create --subnet fd00:…/64 NAME`: a network with an
+    /// IPv6 subnet and none for IPv4 (Docker 20.10 cannot make one; Podman
+    /// 4 can). Removed, with what runs on it, on drop.
+    pub fn ipv6_only_network(&self, base: &str) -> PodmanNetwork {
+        let name = crate::docker::unique_name(base);
+        // A /64 of its own, so parallel runs never share one.
+        let subnet = format!("fd00:6e7:{:x}::/64", fastrand::u16(1..0xffff));
+        let net = PodmanNetwork {
+            name: name.clone(),
+            conf: self.conf(),
+        };
+        self.cli(&["network", "create", "--subnet", &subnet, &name]);
+        net
+    }
+}
+
+/// A podman network; removed (with force) on drop.
+pub struct PodmanNetwork {
+    name: String,
+    conf: PathBuf,
+}
+
+impl PodmanNetwork {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PodmanNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["network", "rm", "-f", &self.name])
+            .env("CONTAINERS_CONF", &self.conf)
+            .output();
+    }
+}
+
 impl Drop for Podman {
     fn drop(&mut self) {
         if let Some(mut c) = self.service.take() {
@@ -186,6 +225,23 @@ impl PodmanContainer {
             ],
         );
         Some(ip).filter(|ip| !ip.is_empty())
+    }
+
+    /// Its IPv4 and IPv6 addresses on `network` (empty where it has none).
+    pub fn addrs_on(&self, network: &str) -> (String, String) {
+        let field =
+            |f: &str| format!("{{{{(index .NetworkSettings.Networks \"{network}\").{f}}}}}");
+        let out = podman_cli(
+            &self.conf,
+            &[
+                "inspect",
+                "--format",
+                &format!("{}|{}", field("IPAddress"), field("GlobalIPv6Address")),
+                &self.name,
+            ],
+        );
+        let (v4, v6) = out.split_once('|').unwrap_or((&out, ""));
+        (v4.to_owned(), v6.to_owned())
     }
 
     /// `podman stop -t SECS`.

@@ -3,20 +3,22 @@
 //! real etcd: each family mode writes exactly the expected keys and values
 //! (`[IPv6]:PORT`, the `-v6` second key, the JSON list), in both modes.
 //!
-//! Not tested here: an IPv6-only network. Docker 20.10 (this machine's)
-//! has no `--ipv4=false` (it arrived in Docker 27) and gives every network
-//! an IPv4 subnet; the default's "IPv6 where there is no IPv4" is covered
-//! by `decide.rs`'s unit tests.
+//! An IPv6-only network comes from Podman (a real `podman system service`
+//! serving the Docker API): Docker 20.10, this machine's engine, has no
+//! `--ipv4=false` (it arrived in Docker 27) and gives every network an IPv4
+//! subnet, while `podman network create --subnet fd00:…/64` makes a network
+//! with no IPv4 at all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use harness::docker::docker_cli;
+use harness::docker::{docker_cli, unique_name};
 use harness::host_agent::{Fleet, converges, host_agent};
+use harness::podman::Podman;
 use harness::proc::{Proc, sidekick};
-use harness::{Etcd, unique_prefix};
+use harness::{Docker, Etcd, unique_prefix};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -230,4 +232,123 @@ async fn family_6_on_an_ipv4_only_network_is_a_clear_problem() {
     })
     .await;
     converges(&etcd, &prefix, SETTLE, BTreeMap::new, || p.dump()).await;
+}
+
+/// On an IPv6-only network (Podman's), the default registers the IPv6
+/// address instead of refusing; `6` and `both` write it in each format;
+/// `4` is a problem that names the fix. In both modes, with exact values.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_family_mode_on_an_ipv6_only_podman_network_in_both_modes() {
+    let etcd = Etcd::single().await;
+    // The image is built for Docker first, then loaded into podman.
+    Docker::connect().await;
+    let podman = Podman::start().await;
+    let net = podman.ipv6_only_network("v6only");
+    let prefix = unique_prefix("v6only");
+    let host = host();
+    // This test's own opt-in label, so agents of parallel tests never meet.
+    let only = format!("dt-v6only-{:06x}", fastrand::u32(..0xff_ffff));
+    let key = format!("{prefix}/all/%n");
+    let run = |base: &str, labels: &[(&str, &str)]| {
+        let mut options = vec![
+            "--network".to_owned(),
+            net.name().to_owned(),
+            "--label".into(),
+            format!("{only}=1"),
+            "--label".into(),
+            format!("discovery.key={key}"),
+            "--label".into(),
+            format!("discovery.network={}", net.name()),
+            "--label".into(),
+            "discovery.port=80".into(),
+        ];
+        for (k, v) in labels {
+            options.push("--label".into());
+            options.push(format!("{k}={v}"));
+        }
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        let c = podman.run_with(&unique_name(base), &options, &["tcp:80"]);
+        let (v4, v6) = c.addrs_on(net.name());
+        assert!(
+            v4.is_empty() && !v6.is_empty(),
+            "{}: {v4:?} {v6:?}",
+            c.name()
+        );
+        let k = format!("{prefix}/all/{}", c.name());
+        (c, k, v6)
+    };
+    let mut want = BTreeMap::new();
+    let (c_default, k, v6) = run("v6-default", &[]);
+    want.insert(k, format!("[{v6}]:80"));
+    let (c_six, k, v6) = run(
+        "v6-sixip",
+        &[("discovery.family", "6"), ("discovery.value", "ip")],
+    );
+    want.insert(k, v6);
+    let (c_both, k, v6) = run("v6-both", &[("discovery.family", "both")]);
+    want.insert(format!("{k}-v6"), format!("[{v6}]:80"));
+    let (c_json, k, v6) = run(
+        "v6-json",
+        &[("discovery.family", "both"), ("discovery.value", "json")],
+    );
+    want.insert(
+        k,
+        format!(
+            r#"[{{"ip":"{v6}","port":80,"container":"{}","host":"{host}"}}]"#,
+            c_json.name()
+        ),
+    );
+    let (c_four, _, _) = run("v6-four", &[("discovery.family", "4")]);
+    let mut cmd = sidekick(
+        &etcd,
+        &[
+            "--all",
+            "--only-label",
+            &format!("{only}=1"),
+            "--allow-prefix",
+            &prefix,
+        ],
+    );
+    cmd.env("DOCKER_HOST", podman.docker_host());
+    let p = Proc::spawn(cmd);
+    let all = format!("{prefix}/all/");
+    converges(&etcd, &all, SETTLE, || want.clone(), || p.dump()).await;
+    p.wait_stderr(SETTLE, "family 4 on an IPv6-only network reported", |l| {
+        l.contains(c_four.name())
+            && l.contains("has only an IPv6 address")
+            && l.contains("family 6 or both")
+    })
+    .await;
+    drop((c_default, c_six, c_both));
+
+    // One container per sidekick: the default and both through --family.
+    let c = podman.run_with(
+        &unique_name("v6-one"),
+        &["--network", net.name()],
+        &["tcp:80"],
+    );
+    let (_, v6) = c.addrs_on(net.name());
+    let one = format!("{prefix}/one");
+    let mut procs = Vec::new();
+    let mut want = BTreeMap::new();
+    for (sub, extra, suffix, value) in [
+        ("default", vec!["--port", "80"], "", format!("[{v6}]:80")),
+        ("six", vec!["--family", "6"], "", v6.clone()),
+        (
+            "both",
+            vec!["--family", "both", "--port", "80"],
+            "-v6",
+            format!("[{v6}]:80"),
+        ),
+    ] {
+        let key = format!("{one}/{sub}");
+        let mut args = vec!["--key", key.as_str(), "--container", c.name()];
+        args.extend(extra);
+        let mut cmd = sidekick(&etcd, &args);
+        cmd.env("DOCKER_HOST", podman.docker_host());
+        procs.push(Proc::spawn(cmd));
+        want.insert(format!("{key}{suffix}"), value);
+    }
+    let dump = || procs.iter().map(Proc::dump).collect::<Vec<_>>().join("\n");
+    converges(&etcd, &one, SETTLE, || want.clone(), dump).await;
 }
