@@ -15,7 +15,7 @@ use super::super::decide::ContainerView;
 use super::super::docker::Summary;
 use super::super::labels::wanted;
 use super::super::plan::HostConfig;
-use super::tracked::Tracked;
+use super::tracked::{Moved, Tracked};
 
 /// A checked key: its container's id and the key.
 pub(super) type Target = (String, String);
@@ -235,17 +235,16 @@ impl Ledger {
         self.tracked.values().any(Tracked::awaiting_first_result)
     }
 
-    /// Take in a check result. Returns whether what should be registered
-    /// changed, and whether the target is still starting.
+    /// Take in a check result; what it moved.
     pub(super) fn check_result(
         &mut self,
         target: &Target,
         outcome: &Outcome,
         now: Instant,
-    ) -> (bool, bool) {
+    ) -> Moved {
         match self.tracked.get_mut(&target.0) {
             Some(t) => t.check_result(&target.1, outcome, now),
-            None => (false, false),
+            None => Moved::default(),
         }
     }
 
@@ -467,6 +466,62 @@ mod tests {
         // Destroyed: forgotten.
         l.down("a", true, t0);
         assert!(!l.is_tracked("a") && l.desired().is_empty());
+    }
+
+    #[test]
+    fn a_check_result_moves_only_what_it_changes() {
+        let (mut l, now) = (Ledger::default(), Instant::now());
+        let v = view(
+            "a",
+            "m1",
+            "10.0.0.2",
+            &[
+                ("discovery.key", "/s/m/%n"),
+                ("discovery.port", "80"),
+                ("discovery.check", "tcp"),
+                ("discovery.check-fall", "2"),
+            ],
+        );
+        l.apply("a", Some(v), &cfg(), now);
+        let t: Target = ("a".into(), "/s/m/m1".into());
+        let crit = |why: &str| Outcome::Critical(why.into());
+        let moved = |registered, shown| Moved {
+            registered,
+            shown,
+            starting: false,
+        };
+        // The first pass registers it, and STATUS= no longer counts it as
+        // starting.
+        let m = l.check_result(&t, &Outcome::Passing, now);
+        assert!(m.registered && m.shown, "{m:?}");
+        assert_eq!(l.desired(), map(&[("/s/m/m1", "10.0.0.2:80")]));
+        // Results that change nothing move nothing: no publish, no report.
+        assert_eq!(
+            l.check_result(&t, &Outcome::Passing, now),
+            moved(false, false)
+        );
+        assert_eq!(
+            l.check_result(&t, &crit("refused"), now),
+            moved(false, false)
+        );
+        assert_eq!(
+            l.check_result(&t, &Outcome::Passing, now),
+            moved(false, false)
+        );
+        // The fall-th critical withdraws it.
+        l.check_result(&t, &crit("refused"), now);
+        assert_eq!(l.check_result(&t, &crit("refused"), now), moved(true, true));
+        assert!(l.desired().is_empty());
+        // Still critical, for the same reason: nothing; for another: what
+        // STATUS= says of it.
+        assert_eq!(
+            l.check_result(&t, &crit("refused"), now),
+            moved(false, false)
+        );
+        assert_eq!(
+            l.check_result(&t, &crit("timed out"), now),
+            moved(false, true)
+        );
     }
 
     #[test]

@@ -159,9 +159,14 @@ impl HostAgent {
         let period = notifier.watchdog_period();
         let mut watchdog = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         let mut group_state: Option<watch::Receiver<GroupState>> = None;
+        // The last turn was a check result that moved nothing STATUS=
+        // shows: the report is skipped (it looks at every container, and
+        // with 200 of them was most of a check's own CPU).
+        let mut quiet = false;
         loop {
             match self.feed.subscribe(&mut self.docker).await {
                 Ok(true) => {
+                    quiet = false;
                     if self.resync().await? {
                         self.feed.settled();
                         if self.group.is_none() && self.group_due.is_none() {
@@ -173,9 +178,13 @@ impl HostAgent {
                 }
                 Ok(false) => {}
                 Err(DockerError::Refused(m)) => return Err(usage(m)),
-                Err(e) => self.docker_down(&e),
+                Err(e) => {
+                    quiet = false;
+                    self.docker_down(&e);
+                }
             }
             if std::mem::take(&mut self.docker_failed) && self.feed.is_live() {
+                quiet = false;
                 self.feed.lost(&mut self.docker);
             }
             // The group starts once every check had its first result (or
@@ -186,15 +195,18 @@ impl HostAgent {
             {
                 self.start_group()?;
                 group_state = self.group.as_ref().map(LeaseGroup::state);
+                quiet = false;
             }
-            let group_now = group_state.as_ref().map(|g| g.borrow().clone());
-            self.reporter.status(
-                &self.ledger,
-                self.desired.len(),
-                group_now.as_ref(),
-                &mut notifier,
-                &self.metrics,
-            );
+            if !std::mem::take(&mut quiet) {
+                let group_now = group_state.as_ref().map(|g| g.borrow().clone());
+                self.reporter.status(
+                    &self.ledger,
+                    self.desired.len(),
+                    group_now.as_ref(),
+                    &mut notifier,
+                    &self.metrics,
+                );
+            }
             let live = self.feed.is_live();
             let resubscribe_at = self.feed.resubscribe_at();
             let drain_end = self.ledger.drain_end();
@@ -209,7 +221,7 @@ impl HostAgent {
                     self.inspected(id, seq, r)?;
                 }
                 (target, outcome) = self.checks.next(self.docker.cached()) => {
-                    self.checked(&target, &outcome);
+                    quiet = !self.checked(&target, &outcome);
                 }
                 _ = sleep_until_opt(group_due) => {}
                 r = changed(&mut group_state) => {
@@ -379,13 +391,14 @@ impl HostAgent {
     }
 
     /// A check's result is in: count it, schedule the next, and publish
-    /// if it changes what is registered.
-    fn checked(&mut self, target: &Target, outcome: &Outcome) {
+    /// if it changes what is registered. Returns whether STATUS= may say
+    /// something new.
+    fn checked(&mut self, target: &Target, outcome: &Outcome) -> bool {
         self.check_metrics.result(outcome);
         let now = Instant::now();
-        let (changed, starting) = self.ledger.check_result(target, outcome, now);
-        self.checks.after(target, starting, now);
-        if changed {
+        let moved = self.ledger.check_result(target, outcome, now);
+        self.checks.after(target, moved.starting, now);
+        if moved.registered {
             self.publish();
         } else if let Some((name, state)) = self.ledger.check_state(target) {
             // Only this key's state can have moved: updating it alone keeps
@@ -393,6 +406,7 @@ impl HostAgent {
             // report per result was most of a check's CPU with 200).
             self.check_metrics.state(name, &target.1, state);
         }
+        moved.registered || moved.shown
     }
 
     /// Hand the group what changed in the ledger's result, have the checks

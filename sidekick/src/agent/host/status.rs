@@ -134,11 +134,13 @@ fn checks_line(ledger: &Ledger) -> String {
     let mut failing = Vec::new();
     let mut warning = Vec::new();
     let mut starting = 0;
+    let said = |name: &str, reason: Option<&str>| {
+        format!("{name} ({})", reason.unwrap_or("no answer yet"))
+    };
     for (name, _, state, reason) in ledger.check_states() {
-        let said = format!("{name} ({})", reason.unwrap_or("no answer yet"));
         match state {
-            State::Critical => failing.push(said),
-            State::Warning => warning.push(said),
+            State::Critical => failing.push(said(name, reason)),
+            State::Warning => warning.push(said(name, reason)),
             State::Starting => starting += 1,
             State::Passing => {}
         }

@@ -191,24 +191,28 @@ impl Tracked {
         self.checks.values().any(|c| !c.health.seen())
     }
 
-    /// Take in a result of `key`'s check; logs a transition. Returns
-    /// whether it changes what is registered (or its status), and whether
-    /// the key is still starting (so its next check comes in a second).
-    pub(super) fn check_result(
-        &mut self,
-        key: &str,
-        outcome: &Outcome,
-        now: Instant,
-    ) -> (bool, bool) {
+    /// Take in a result of `key`'s check; logs a transition, and says
+    /// what the result moved.
+    pub(super) fn check_result(&mut self, key: &str, outcome: &Outcome, now: Instant) -> Moved {
         let Some(c) = self.checks.get_mut(key) else {
-            return (false, false);
+            return Moved::default();
         };
-        let before = c.health.status();
+        // What STATUS= shows of a check: its state, and why it does not
+        // pass (a passing check shows nothing).
+        let shown = |h: &Health| match h.state() {
+            State::Passing => (State::Passing, None),
+            s => (s, h.reason().map(str::to_owned)),
+        };
+        let (status, said) = (c.health.status(), shown(&c.health));
         let transition = c.health.record(outcome, now, c.spec.rise, c.spec.fall);
         if let Some(t) = &transition {
             log_transition(&self.name, key, &c.spec, t);
         }
-        (c.health.status() != before, c.health.starting(now))
+        Moved {
+            registered: c.health.status() != status,
+            shown: shown(&c.health) != said,
+            starting: c.health.starting(now),
+        }
     }
 
     /// Each checked key's state and the reason it is not passing, for
@@ -218,4 +222,15 @@ impl Tracked {
             .iter()
             .map(|(k, c)| (k.as_str(), c.health.state(), c.health.reason()))
     }
+}
+
+/// What one check result moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Moved {
+    /// What is registered for the key (or its status): publish.
+    pub(super) registered: bool,
+    /// What STATUS= says of the check (its state, or why it fails).
+    pub(super) shown: bool,
+    /// The key is still starting, so its next check comes in a second.
+    pub(super) starting: bool,
 }
