@@ -5,8 +5,9 @@
 //! - a server failing every other check with rise 2 / fall 2 at a 100 ms
 //!   interval: the transitions (watch events on its key) over 200 checks;
 //! - `sidekick --all` with N containers, each with an http check every
-//!   10 s: its CPU beside the same agent on N containers without checks,
-//!   and how the check start times spread over the interval.
+//!   10 s: its CPU beside the same agent on N containers without checks
+//!   and beside the floor (`bare-checker`, the same GETs with nothing
+//!   else), and how the check start times spread over the interval.
 //!
 //! Two fleets for the CPU figure, not one: an agent reads the same labels
 //! whatever its flags, so "the same agent without checks" needs containers
@@ -49,6 +50,17 @@ pub struct P12 {
     /// processed in the connecting task's context).
     #[serde(default)]
     pub kernel_share: f64,
+    /// The floor (`bare-checker`: the same GETs on the same runtime with
+    /// nothing else) over the same window: CPU s/h.
+    #[serde(default)]
+    pub cpu_floor: f64,
+    /// The floor's wake-ups per check.
+    #[serde(default)]
+    pub floor_wakeups_per_check: f64,
+    /// What each flapping transition's log line gave as its reason (a
+    /// timeout is a real critical, which rise/fall does not hide).
+    #[serde(default)]
+    pub flap_reasons: Vec<String>,
 }
 
 const CHECK_LOG: &str = "warn,sidekick::agent::check=debug";
@@ -165,6 +177,12 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
     )
     .await;
     let flap_transitions = fwatch.events().len();
+    let flap_reasons = p
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("check critical; withdrawn"))
+        .map(|l| l.split_once("reason=").map_or(l, |(_, r)| r).to_owned())
+        .collect();
     drop(p);
     drop(fleet);
 
@@ -240,8 +258,16 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
         })
         .max()
         .unwrap_or(0);
-    // The CPU: the checked agent beside the same agent without checks.
+    // The CPU: the checked agent beside the same agent without checks,
+    // and beside the floor: the same GETs, with nothing else, to the plain
+    // fleet's servers (which no agent checks).
     let (a_checked, a_plain) = (agent(&checked, false), agent(&plain, false));
+    let mut floor = std::process::Command::new(harness::proc::bin_path("bare-checker"));
+    floor
+        .arg(interval.as_millis().to_string())
+        .arg("/index.html");
+    floor.args(plain.running().values().map(|ip| format!("{ip}:80")));
+    let floor = Proc::spawn(floor);
     for f in [&checked, &plain] {
         all_registered(f).await;
     }
@@ -257,6 +283,7 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
         wakeups(a_plain.pid()),
         cpu_split(a_checked.pid()),
     );
+    let (f0, wf0) = (cpu_precise(floor.pid()), wakeups(floor.pid()));
     tokio::time::sleep(window).await;
     let took = t0.elapsed();
     let (w1, wp1, split1) = (
@@ -264,6 +291,7 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
         wakeups(a_plain.pid()),
         cpu_split(a_checked.pid()),
     );
+    let (f1, wf1) = (cpu_precise(floor.pid()), wakeups(floor.pid()));
     let checks = n as f64 * took.as_secs_f64() / interval.as_secs_f64();
     let extra_wakeups = (w1 - w0) as f64 - (wp1 - wp0) as f64;
     let (user, kernel) = (
@@ -275,6 +303,8 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
     };
     let cpu_checks = per_hour(cpu_precise(a_checked.pid()), c0);
     let cpu_plain = per_hour(cpu_precise(a_plain.pid()), p0);
+    let cpu_floor = per_hour(f1, f0);
+    drop(floor);
     P12 {
         kills: gone,
         kill_bound,
@@ -288,5 +318,8 @@ pub async fn run(etcd: &Etcd, n: usize, window: Duration, kills: usize) -> P12 {
         burst_10ms,
         wakeups_per_check: extra_wakeups / checks.max(1.0),
         kernel_share: kernel / (user + kernel).max(f64::MIN_POSITIVE),
+        cpu_floor,
+        floor_wakeups_per_check: (wf1 - wf0) as f64 / checks.max(1.0),
+        flap_reasons,
     }
 }
