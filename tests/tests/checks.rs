@@ -4,7 +4,8 @@
 //! withdrawn after `fall` criticals and comes back after `rise` passes; a
 //! 429 warns and stays; a slow answer is critical; flapping changes
 //! nothing; docker-exec reads exit codes; 50 containers are checked spread
-//! over the interval.
+//! over the interval; tcp, exec and registrator's check settings each go
+//! and come back with what they check.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,11 +29,6 @@ async fn scrape(addr: &str) -> Option<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     Some(buf)
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 /// `docker exec NAME sh -c SCRIPT`.
@@ -94,7 +90,10 @@ async fn a_dead_server_is_withdrawn_after_fall_criticals_and_back_after_rise_pas
     let ip = c.bridge_ip().await.unwrap();
     let key = format!("{}/web/1", unique_prefix("chk"));
     let (interval, timeout, fall, rise) = (Duration::from_secs(1), Duration::from_secs(1), 2, 2);
-    let metrics = free_addr();
+    // Reserved by the harness until the test ends, so no other test's
+    // server takes it before the sidekick binds it.
+    let metrics_port = harness::Port::reserve();
+    let metrics = metrics_port.addr();
     let notify = NotifySocket::new();
     let mut cmd = sidekick(
         &etcd,
@@ -368,6 +367,113 @@ async fn warnings_stay_slow_answers_are_critical_flapping_changes_nothing_and_do
         !e.put && e.key == key("exec0")
     })
     .await;
+}
+
+/// tcp and exec checks, and registrator's `SERVICE_CHECK_HTTP` and
+/// `SERVICE_CHECK_TCP`, under `--all`: each registers at its first pass,
+/// is withdrawn when what it checks goes, and comes back with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_exec_and_registrators_check_settings_withdraw_and_register_again() {
+    let etcd = Etcd::single().await;
+    let prefix = unique_prefix("chkkinds");
+    let fleet = Fleet::new("chkkinds");
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("up");
+    std::fs::write(&flag, "").unwrap();
+    // Run by no shell, split as one: the address is in the environment.
+    // Exit 2, not test's 1: 1 is a warning, which stays registered.
+    let exec_check = format!(
+        "exec:sh -c 'test -e {} && test \"$DISCOVERY_PORT\" = 80 || exit 2'",
+        flag.display()
+    );
+    let fast = |s: Spec| {
+        s.label("discovery.port", "80")
+            .label("discovery.check-interval", "500ms")
+            .label("discovery.check-fall", "2")
+    };
+    let specs = vec![
+        fast(http("tcp"))
+            .label("discovery.key", &format!("{prefix}/tcp/%n"))
+            .label("discovery.check", "tcp"),
+        fast(http("exec"))
+            .label("discovery.key", &format!("{prefix}/exec/%n"))
+            .label("discovery.check", &exec_check),
+        http("reghttp")
+            .label("SERVICE_NAME", "reghttp")
+            .label("SERVICE_CHECK_HTTP", "/index.html")
+            .label("SERVICE_CHECK_INTERVAL", "500ms"),
+        Spec::new("regtcp")
+            .tcp(80)
+            .label("SERVICE_NAME", "regtcp")
+            .label("SERVICE_CHECK_TCP", "true")
+            .label("SERVICE_CHECK_INTERVAL", "500ms"),
+    ];
+    fleet.start(specs).await;
+    let p = Proc::spawn(host_agent(
+        &etcd,
+        &fleet,
+        &["--prefix", &prefix, "--allow-exec-checks"],
+    ));
+    let running = fleet.running();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let all: BTreeMap<String, String> = [
+        ("tcp", format!("{prefix}/tcp/{}", fleet.name("tcp"))),
+        ("exec", format!("{prefix}/exec/{}", fleet.name("exec"))),
+        (
+            "reghttp",
+            format!("{prefix}/reghttp/{host}:{}:80", fleet.name("reghttp")),
+        ),
+        (
+            "regtcp",
+            format!("{prefix}/regtcp/{host}:{}:80", fleet.name("regtcp")),
+        ),
+    ]
+    .into_iter()
+    .map(|(s, k)| (k, format!("{}:80", running[&fleet.name(s)])))
+    .collect();
+    harness::host_agent::converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
+
+    // What each checks goes: every key is withdrawn.
+    exec(&fleet.name("tcp"), "killall httpd");
+    std::fs::remove_file(&flag).unwrap();
+    exec(&fleet.name("reghttp"), "killall httpd");
+    exec(&fleet.name("regtcp"), "killall nc");
+    harness::host_agent::converges(&etcd, &prefix, SETTLE, BTreeMap::new, || p.dump()).await;
+    for name in ["tcp", "exec", "reghttp", "regtcp"] {
+        let name = fleet.name(name);
+        p.wait_stderr(SETTLE, "the withdrawal logged", |l| {
+            l.contains("check critical; withdrawn") && l.contains(&name)
+        })
+        .await;
+    }
+
+    // It comes back: every key is registered again.
+    for name in ["tcp", "reghttp"] {
+        docker_cli(&[
+            "exec",
+            "-d",
+            &fleet.name(name),
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ]);
+    }
+    docker_cli(&[
+        "exec",
+        "-d",
+        &fleet.name("regtcp"),
+        "nc",
+        "-ll",
+        "-p",
+        "80",
+        "-e",
+        "/bin/tcp-reply",
+    ]);
+    std::fs::write(&flag, "").unwrap();
+    harness::host_agent::converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
