@@ -523,6 +523,33 @@ async fn published_ports_register_the_host_address_in_both_modes() {
         },
     )
     .await;
+    // An IPv6 host address is written in brackets before the port.
+    let key6 = format!("{prefix}/single6");
+    let six = Proc::spawn(sidekick(
+        &etcd,
+        &[
+            "--key",
+            &key6,
+            "--container",
+            &web,
+            "--port",
+            "80",
+            "--address",
+            "published",
+            "--host-ip",
+            "2001:db8::8",
+        ],
+    ));
+    eventually_async(
+        Duration::from_secs(10),
+        "an IPv6 --host-ip registered with the binding",
+        || async {
+            (etcd_map(&etcd, &key6).await.get(&key6) == Some(&format!("[2001:db8::8]:{host_port}")))
+                .then_some(())
+        },
+    )
+    .await;
+    drop(six);
     let mut refused = Proc::spawn(sidekick(
         &etcd,
         &[
