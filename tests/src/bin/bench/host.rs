@@ -50,6 +50,16 @@ pub struct P8 {
     /// Churn: Docker's `kill` event (its own timestamp) -> key gone: the
     /// agent's share of the stop latency.
     pub churn_event: Vec<Duration>,
+    /// Churn: Docker's `kill` event (its timestamp) -> the agent's log line
+    /// saying the container goes down (its timestamp): dockerd's delivery
+    /// of the event and the agent's reading of it, both on the wall clock.
+    #[serde(default)]
+    pub churn_delivery: Vec<Duration>,
+    /// Churn: the same events' delivery to the bench's own subscriber
+    /// (its receipt against the event's timestamp): the peer that tells
+    /// dockerd's delay from the agent's.
+    #[serde(default)]
+    pub churn_peer_delivery: Vec<Duration>,
     pub stale: usize,
     pub missing: usize,
     /// Lease probes: CPU s/h of N keys under one lease, and of N leases.
@@ -60,6 +70,22 @@ pub struct P8 {
 fn quiet(mut c: std::process::Command) -> Proc {
     c.env("RUST_LOG", "warn");
     Proc::spawn(c)
+}
+
+/// The agent's "container going down" lines: the container's name and the
+/// line's own timestamp, in ns since the epoch.
+fn down_lines(agent: &Proc) -> Vec<(String, i64)> {
+    agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("container going down"))
+        .filter_map(|l| {
+            let at = humantime::parse_rfc3339(l.split_whitespace().next()?).ok()?;
+            let at = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+            let name = l.split("container=").nth(1)?.split_whitespace().next()?;
+            Some((name.to_owned(), i64::try_from(at).ok()?))
+        })
+        .collect()
 }
 
 pub async fn run(
@@ -99,7 +125,13 @@ pub async fn run(
         )
     };
     let t = Instant::now();
-    let agent = quiet(agent_cmd());
+    // Quiet, but for the line each stop logs (none in steady state): its
+    // timestamp splits the churn latency into Docker's and ours.
+    let agent = {
+        let mut c = agent_cmd();
+        c.env("RUST_LOG", "warn,sidekick::agent::host=info");
+        Proc::spawn(c)
+    };
     let startup = loop {
         if etcd_map(etcd, prefix).await.len() >= n {
             break t.elapsed();
@@ -256,7 +288,9 @@ pub async fn run(
         .collect::<Vec<_>>();
     // Docker's own record of each stop: the `kill` event's timestamp,
     // mapped onto this process's clock.
-    let kills = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    let kills = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(String, Instant, i64, Duration)>::new(),
+    ));
     let recorder = {
         let kills = kills.clone();
         let api = docker.api().clone();
@@ -285,7 +319,10 @@ pub async fn run(
                     .unwrap_or_default()
                     .as_nanos() as i64;
                 let ago = Duration::from_nanos(now_sys.saturating_sub(nanos).max(0) as u64);
-                kills.lock().unwrap().push((name, Instant::now() - ago));
+                kills
+                    .lock()
+                    .unwrap()
+                    .push((name, Instant::now() - ago, nanos, ago));
             }
         })
     };
@@ -314,7 +351,28 @@ pub async fn run(
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(name, t)| gone_after(&events, name, *t))
+        .filter_map(|(name, t, _, _)| gone_after(&events, name, *t))
+        .collect();
+    let downs = down_lines(&agent);
+    let churn_delivery: Vec<Duration> = kills
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, _, at, _)| {
+            // The first line for this container at or after the event.
+            let seen = downs
+                .iter()
+                .filter(|(n, t)| n == name && t >= at)
+                .map(|(_, t)| *t)
+                .min()?;
+            Some(Duration::from_nanos(u64::try_from(seen - at).ok()?))
+        })
+        .collect();
+    let churn_peer_delivery: Vec<Duration> = kills
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, _, ago)| *ago)
         .collect();
     // Then etcd must say exactly what docker ps says.
     let want = || -> BTreeMap<String, String> {
@@ -352,6 +410,8 @@ pub async fn run(
         churn_secs,
         churn_stop,
         churn_event,
+        churn_delivery,
+        churn_peer_delivery,
         stale,
         missing,
         probe_group,
