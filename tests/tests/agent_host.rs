@@ -497,59 +497,40 @@ async fn published_ports_register_the_host_address_in_both_modes() {
     })
     .await;
 
-    // The single-container mode does the same.
-    let key = format!("{prefix}/single");
-    let one = Proc::spawn(sidekick(
-        &etcd,
-        &[
-            "--key",
-            &key,
-            "--container",
-            &web,
-            "--port",
-            "80",
-            "--address",
-            "published",
-            "--host-ip",
-            "192.0.2.8",
-        ],
-    ));
-    eventually_async(
-        Duration::from_secs(10),
-        "single mode registers the binding",
-        || async {
-            (etcd_map(&etcd, &key).await.get(&key) == Some(&format!("192.0.2.8:{host_port}")))
-                .then_some(())
-        },
-    )
-    .await;
-    // An IPv6 host address is written in brackets before the port.
-    let key6 = format!("{prefix}/single6");
-    let six = Proc::spawn(sidekick(
-        &etcd,
-        &[
-            "--key",
-            &key6,
-            "--container",
-            &web,
-            "--port",
-            "80",
-            "--address",
-            "published",
-            "--host-ip",
+    // The single-container mode does the same; an IPv6 host address is
+    // written in brackets before the port.
+    let mut singles = Vec::new();
+    for (suffix, host_ip, want) in [
+        ("single", "192.0.2.8", format!("192.0.2.8:{host_port}")),
+        (
+            "single6",
             "2001:db8::8",
-        ],
-    ));
-    eventually_async(
-        Duration::from_secs(10),
-        "an IPv6 --host-ip registered with the binding",
-        || async {
-            (etcd_map(&etcd, &key6).await.get(&key6) == Some(&format!("[2001:db8::8]:{host_port}")))
-                .then_some(())
-        },
-    )
-    .await;
-    drop(six);
+            format!("[2001:db8::8]:{host_port}"),
+        ),
+    ] {
+        let key = format!("{prefix}/{suffix}");
+        singles.push(Proc::spawn(sidekick(
+            &etcd,
+            &[
+                "--key",
+                &key,
+                "--container",
+                &web,
+                "--port",
+                "80",
+                "--address",
+                "published",
+                "--host-ip",
+                host_ip,
+            ],
+        )));
+        eventually_async(
+            Duration::from_secs(10),
+            &format!("single mode registers the binding at {host_ip}"),
+            || async { (etcd_map(&etcd, &key).await.get(&key) == Some(&want)).then_some(()) },
+        )
+        .await;
+    }
     let mut refused = Proc::spawn(sidekick(
         &etcd,
         &[
@@ -574,5 +555,5 @@ async fn published_ports_register_the_host_address_in_both_modes() {
         "{}",
         refused.dump()
     );
-    drop(one);
+    drop(singles);
 }

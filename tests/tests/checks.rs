@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use harness::docker::{ContainerSpec, docker_cli, unique_name};
-use harness::host_agent::{Fleet, Spec, etcd_map, host_agent};
+use harness::host_agent::{Fleet, Spec, converges, etcd_map, host_agent};
 use harness::notify::NotifySocket;
 use harness::proc::{Proc, sidekick};
 use harness::{Docker, Etcd, RawWatch, eventually, eventually_async, unique_prefix};
@@ -431,14 +431,14 @@ async fn tcp_exec_and_registrators_check_settings_withdraw_and_register_again() 
     .into_iter()
     .map(|(s, k)| (k, format!("{}:80", running[&fleet.name(s)])))
     .collect();
-    harness::host_agent::converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
+    converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
 
     // What each checks goes: every key is withdrawn.
     exec(&fleet.name("tcp"), "killall httpd");
     std::fs::remove_file(&flag).unwrap();
     exec(&fleet.name("reghttp"), "killall httpd");
     exec(&fleet.name("regtcp"), "killall nc");
-    harness::host_agent::converges(&etcd, &prefix, SETTLE, BTreeMap::new, || p.dump()).await;
+    converges(&etcd, &prefix, SETTLE, BTreeMap::new, || p.dump()).await;
     for name in ["tcp", "exec", "reghttp", "regtcp"] {
         let name = fleet.name(name);
         p.wait_stderr(SETTLE, "the withdrawal logged", |l| {
@@ -473,7 +473,7 @@ async fn tcp_exec_and_registrators_check_settings_withdraw_and_register_again() 
         "/bin/tcp-reply",
     ]);
     std::fs::write(&flag, "").unwrap();
-    harness::host_agent::converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
+    converges(&etcd, &prefix, SETTLE, || all.clone(), || p.dump()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
